@@ -1,0 +1,357 @@
+"""Layer map: which depth every parameter of a model sits at.
+
+Depth convention (used by layer-wise LR decay and by every freezing policy):
+
+* ``0``      -- embeddings: token/patch/position embeddings, cls/distillation/mask tokens, and anything shared by
+  every block that lives below the first block (DeBERTa's relative embeddings, BEiT's shared position bias).
+* ``i + 1``  -- transformer block ``i`` (0-based), so blocks occupy depths ``1 .. L``.
+* ``L + 1``  -- everything above the last block: final norm, pooler, task head ("head").
+
+Architecture knowledge lives in one table, :data:`ARCHITECTURES` (model_type -> spec). Adding an architecture means
+adding one entry there (or calling :func:`register_architecture`). For any other model, pass your own rules::
+
+    LayerMap.from_rules({r"embed": "embeddings", r"\\.h\\.(\\d+)\\.": "block", r".*": "head"})
+
+PEFT-wrapped models work unchanged: the ``base_model.model.`` prefix is ignored and LoRA parameters take the depth of
+the block they sit in, because they are matched by the same block pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence, Union
+
+import torch.nn as nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "ArchitectureSpec",
+    "LayerMap",
+    "UnknownArchitectureError",
+    "get_layer_map",
+    "register_architecture",
+    "unwrap_model_config",
+]
+
+RuleTarget = Union[int, str]  # an absolute depth, or "embeddings" | "block" | "head"
+
+_PEFT_PREFIX = re.compile(r"^(?:base_model\.model\.)+")
+
+
+class UnknownArchitectureError(ValueError):
+    """The model's architecture has no built-in layer map and no custom map was given."""
+
+
+def _strip_prefixes(name: str) -> str:
+    return _PEFT_PREFIX.sub("", name)
+
+
+@dataclass
+class LayerMap:
+    """Maps parameter names to depths ``0 .. num_blocks + 1`` with ordered regex rules (first match wins).
+
+    ``rules`` is a sequence of ``(pattern, target)``; ``target`` is an int depth, ``"embeddings"`` (0), ``"head"``
+    (``num_blocks + 1``), ``"block"`` (the pattern's first capture group is the 0-based block index -> depth index + 1),
+    or a callable ``match -> depth``. A parameter matching no rule is an error, never a silent guess.
+    """
+
+    rules: Sequence[tuple[str, RuleTarget | Callable[[re.Match], int]]]
+    num_blocks: int
+    model_type: str = "custom"
+    note: str | None = None
+    _compiled: list = field(init=False, repr=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            raise ValueError(f"LayerMap.num_blocks must be a positive int, got {self.num_blocks!r}")
+        self._compiled = []
+        for pattern, target in self.rules:
+            try:
+                rx = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"layer map rule {pattern!r} is not a valid regex: {exc}") from None
+            if isinstance(target, str) and target not in ("embeddings", "block", "head"):
+                raise ValueError(
+                    f"layer map rule {pattern!r} -> {target!r}: a target must be an int depth or one of "
+                    "'embeddings', 'block', 'head'"
+                )
+            if target == "block" and rx.groups < 1:
+                raise ValueError(
+                    f"layer map rule {pattern!r} -> 'block' needs a capture group for the block index, "
+                    r"e.g. r'\.layers\.(\d+)\.'"
+                )
+            if isinstance(target, int) and not 0 <= target <= self.num_blocks + 1:
+                raise ValueError(
+                    f"layer map rule {pattern!r} -> depth {target} is outside 0..{self.num_blocks + 1} "
+                    f"(num_blocks={self.num_blocks})"
+                )
+            self._compiled.append((rx, target))
+
+    # -- construction ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_rules(cls, rules: Mapping[str, RuleTarget] | Sequence[tuple[str, RuleTarget]],
+                   num_blocks: int | None = None, model: nn.Module | None = None) -> "LayerMap":
+        """Build a custom map. ``num_blocks`` defaults to 1 + the largest block index that a ``"block"`` rule
+        matches in ``model``'s parameter names (so pass either ``num_blocks`` or ``model``)."""
+        items = list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
+        if num_blocks is None:
+            if model is None:
+                raise ValueError("LayerMap.from_rules needs num_blocks=... or model=... to know how many blocks exist")
+            top = -1
+            names = [_strip_prefixes(n) for n, _ in model.named_parameters()]
+            for pattern, target in items:
+                if target != "block":
+                    continue
+                rx = re.compile(pattern)
+                for n in names:
+                    m = rx.search(n)
+                    if m:
+                        top = max(top, int(m.group(1)))
+            if top < 0:
+                raise ValueError(
+                    "custom layer map: no 'block' rule matched any parameter, so the number of blocks is unknown; "
+                    "add a rule like r'\\.layers\\.(\\d+)\\.': 'block' or pass num_blocks=..."
+                )
+            num_blocks = top + 1
+        return cls(rules=items, num_blocks=num_blocks, model_type="custom")
+
+    # -- queries --------------------------------------------------------------------------------------------------
+    @property
+    def num_depths(self) -> int:
+        """Number of depth levels: embeddings + blocks + head."""
+        return self.num_blocks + 2
+
+    @property
+    def head_depth(self) -> int:
+        return self.num_blocks + 1
+
+    def depth_name(self, depth: int) -> str:
+        if depth == 0:
+            return "embeddings"
+        if depth == self.head_depth:
+            return "head"
+        return f"layer.{depth - 1}"
+
+    def depth_of(self, name: str) -> int:
+        """Depth of one parameter name; raises ``KeyError`` if no rule matches."""
+        stripped = _strip_prefixes(name)
+        for rx, target in self._compiled:
+            m = rx.search(stripped)
+            if m is None:
+                continue
+            if callable(target):
+                depth = int(target(m))
+            elif target == "embeddings":
+                depth = 0
+            elif target == "head":
+                depth = self.head_depth
+            elif target == "block":
+                depth = int(m.group(1)) + 1
+            else:
+                depth = int(target)
+            if not 0 <= depth <= self.head_depth:
+                raise ValueError(
+                    f"parameter {name!r} maps to depth {depth}, outside 0..{self.head_depth} for a "
+                    f"{self.model_type} model with {self.num_blocks} blocks (rule {rx.pattern!r})"
+                )
+            return depth
+        raise KeyError(name)
+
+    def assign(self, model: nn.Module) -> dict[str, int]:
+        """Depth of every named parameter of ``model`` (each in exactly one depth). Errors list unmatched names."""
+        out: dict[str, int] = {}
+        missing: list[str] = []
+        for name, _ in model.named_parameters():
+            try:
+                out[name] = self.depth_of(name)
+            except KeyError:
+                missing.append(name)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            raise ValueError(
+                f"layer map ({self.model_type}) has no rule for these parameters: {shown}. "
+                "Add a rule for them, or a catch-all {'.*': 'head'} as the last rule."
+            )
+        return out
+
+    def describe(self, model: nn.Module) -> list[tuple[str, int, int]]:
+        """``(depth_name, depth, n_params)`` for each depth, for printing and plots."""
+        counts = [0] * self.num_depths
+        for name, p in model.named_parameters():
+            counts[self.depth_of(name)] += p.numel()
+        return [(self.depth_name(d), d, counts[d]) for d in range(self.num_depths)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The architecture table
+# ---------------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """How one architecture family names its parameters.
+
+    ``rules`` are tried in order before the catch-all ``head`` rule that every built-in spec ends with; ``num_blocks``
+    reads the block count from the model config.
+    """
+
+    rules: tuple[tuple[str, RuleTarget | Callable[[re.Match], int]], ...]
+    num_blocks: Callable[[object], int]
+    note: str | None = None
+    build: Callable[[object], "ArchitectureSpec"] | None = None  # for config-dependent rules (Swin)
+
+
+_EMB = r"(?:^|\.)embeddings\."
+_BERT_BLOCK = r"(?:^|\.)encoder\.layer\.(\d+)\."
+# transformers 5 names ViT-family blocks `vit.layers.N`; older checkpoints/versions used `vit.encoder.layer.N`.
+_VIT_BLOCK = r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\."
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {}
+
+
+def register_architecture(model_types: str | Sequence[str], spec: ArchitectureSpec) -> None:
+    """Add (or replace) the layer map of one or more ``config.model_type`` values. The one place to add a model."""
+    for mt in [model_types] if isinstance(model_types, str) else model_types:
+        ARCHITECTURES[mt] = spec
+
+
+register_architecture(
+    ["bert", "roberta", "xlm-roberta", "camembert"],
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (_BERT_BLOCK, "block")),
+                     num_blocks=lambda c: c.num_hidden_layers),
+)
+register_architecture(
+    "electra",
+    ArchitectureSpec(
+        rules=((_EMB, "embeddings"), (r"(?:^|\.)embeddings_project\.", "embeddings"), (_BERT_BLOCK, "block")),
+        num_blocks=lambda c: c.num_hidden_layers,
+    ),
+)
+register_architecture(
+    "deberta-v2",
+    ArchitectureSpec(
+        rules=(
+            (_EMB, "embeddings"),
+            # relative-position embeddings (and their norm) are shared by all blocks and sit below the first one
+            (r"(?:^|\.)encoder\.(?:rel_embeddings|LayerNorm)\.", "embeddings"),
+            # the optional ConvLayer is added to the output of the first block
+            (r"(?:^|\.)encoder\.conv\.", 1),
+            (_BERT_BLOCK, "block"),
+        ),
+        num_blocks=lambda c: c.num_hidden_layers,
+    ),
+)
+register_architecture(
+    "distilbert",
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (r"(?:^|\.)transformer\.layer\.(\d+)\.", "block")),
+                     num_blocks=lambda c: c.n_layers),
+)
+register_architecture(
+    "albert",
+    ArchitectureSpec(
+        rules=(
+            (_EMB, "embeddings"),
+            (r"(?:^|\.)encoder\.embedding_hidden_mapping_in\.", "embeddings"),
+            (r"(?:^|\.)encoder\.albert_layer_groups\.(\d+)\.", "block"),
+        ),
+        num_blocks=lambda c: c.num_hidden_groups,
+        note=(
+            "ALBERT shares one set of block weights across all num_hidden_layers applications, so there are only "
+            "num_hidden_groups distinct blocks (1 by default). LLRD on ALBERT therefore has num_hidden_groups + 2 "
+            "depth levels: embeddings, each shared layer group, head; per-application learning rates are impossible "
+            "because every application updates the same tensors."
+        ),
+    ),
+)
+register_architecture(
+    ["vit", "deit", "dinov2"],
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (_VIT_BLOCK, "block")),
+                     num_blocks=lambda c: c.num_hidden_layers),
+)
+register_architecture(
+    ["beit", "data2vec-vision"],
+    ArchitectureSpec(
+        # the optional shared relative position bias is used by every block: it sits with the embeddings
+        rules=((_EMB, "embeddings"), (r"(?:^|\.)(?:shared_position_bias|encoder\.relative_position_bias)\.", "embeddings"),
+               (_VIT_BLOCK, "block")),
+        num_blocks=lambda c: c.num_hidden_layers,
+    ),
+)
+
+
+def _swin_spec(config) -> ArchitectureSpec:
+    depths = list(config.depths)
+    offsets = [sum(depths[:s]) for s in range(len(depths))]
+
+    def block(m: re.Match) -> int:
+        return offsets[int(m.group(1))] + int(m.group(2)) + 1
+
+    def downsample(m: re.Match) -> int:  # patch merging after stage s belongs with that stage's last block
+        s = int(m.group(1))
+        return offsets[s] + depths[s]
+
+    return ArchitectureSpec(
+        rules=((_EMB, "embeddings"),
+               (r"(?:^|\.)encoder\.layers\.(\d+)\.blocks\.(\d+)\.", block),
+               (r"(?:^|\.)encoder\.layers\.(\d+)\.downsample\.", downsample)),
+        num_blocks=lambda c: sum(c.depths),
+        note="Swin stages are flattened in order: block b of stage s has depth sum(depths[:s]) + b + 1; each stage's "
+             "patch-merging layer takes the depth of that stage's last block.",
+    )
+
+
+register_architecture(["swin", "swinv2"], ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
+                                                           build=_swin_spec))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+def unwrap_model_config(model: nn.Module):
+    """The ``PretrainedConfig`` of a (possibly PEFT-wrapped) model, or ``None``."""
+    inner = model
+    if hasattr(inner, "get_base_model"):
+        try:
+            inner = inner.get_base_model()
+        except Exception:  # noqa: BLE001 - any PEFT wrapper oddity: fall back to the attribute lookup below
+            pass
+    return getattr(inner, "config", None)
+
+
+def _custom_example(model_type: str) -> str:
+    return (
+        "Pass your own mapping (ordered regex -> depth; 'block' takes the block index from the first capture group), "
+        "e.g. TransferTrainer(..., layer_map={r'(^|\\.)embed': 'embeddings', r'\\.layers\\.(\\d+)\\.': 'block', "
+        "r'.*': 'head'}), or register it once with tl_hf.layers.register_architecture("
+        f"'{model_type}', ArchitectureSpec(...))."
+    )
+
+
+def get_layer_map(model: nn.Module,
+                  custom: LayerMap | Mapping[str, RuleTarget] | Sequence[tuple[str, RuleTarget]] | None = None,
+                  num_blocks: int | None = None) -> LayerMap:
+    """The layer map of ``model``: ``custom`` if given, else the built-in one for ``config.model_type``.
+
+    Raises :class:`UnknownArchitectureError` (naming the model type and showing how to pass a map) when neither exists.
+    """
+    if isinstance(custom, LayerMap):
+        return custom
+    if custom is not None:
+        return LayerMap.from_rules(custom, num_blocks=num_blocks, model=model)
+    config = unwrap_model_config(model)
+    model_type = getattr(config, "model_type", None)
+    cls_name = type(model).__name__
+    if model_type is None:
+        raise UnknownArchitectureError(
+            f"{cls_name} has no `config.model_type`, so tl_hf cannot pick a built-in layer map. "
+            + _custom_example("your_model_type")
+        )
+    spec = ARCHITECTURES.get(model_type)
+    if spec is None:
+        raise UnknownArchitectureError(
+            f"tl_hf has no built-in layer map for model_type '{model_type}' ({cls_name}). "
+            f"Built-in: {', '.join(sorted(ARCHITECTURES))}. " + _custom_example(model_type)
+        )
+    if spec.build is not None:
+        spec = spec.build(config)
+    rules = list(spec.rules) + [(r".", "head")]  # everything above the last block: final norm, pooler, heads
+    return LayerMap(rules=rules, num_blocks=int(spec.num_blocks(config)), model_type=model_type, note=spec.note)

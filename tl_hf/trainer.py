@@ -1,0 +1,233 @@
+"""TransferTrainer: ``transformers.Trainer`` with layer-wise LR decay, freezing policies and gradual unfreezing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any, Mapping
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .freezing import FreezingConfig, FreezingController
+from .layers import LayerMap, get_layer_map
+from .optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from .state import atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TransferTrainer", "GradualUnfreezingCallback", "STATE_FILE"]
+
+#: our own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
+STATE_FILE = "tl_hf_state.json"
+
+
+class GradualUnfreezingCallback(TrainerCallback):
+    """Drives a gradual :class:`FreezingController` during training.
+
+    Multi-process safe (see the facts note): every parameter still requires grad when the Trainer wraps the model in
+    DDP; the first phase is applied in ``on_train_begin`` (after the wrap, and after a resume restored the phase);
+    ``requires_grad`` only changes between optimizer steps, in ``on_step_end``, identically on every rank because the
+    phase is a function of ``global_step`` / ``epoch``.
+    """
+
+    def __init__(self, controller: FreezingController) -> None:
+        self.controller = controller
+        self.schedule = controller.config.schedule
+
+    def _position(self, state) -> int:
+        if self.schedule.unit == "step":
+            return state.global_step
+        return int((state.epoch or 0.0) + 1e-6)
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        c = self.controller
+        if self.schedule.rewarm_steps and lr_scheduler is not None and \
+                not isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR):
+            raise ValueError(
+                f"gradual unfreezing with rewarm_steps={self.schedule.rewarm_steps} needs a LambdaLR-based "
+                f"lr_scheduler_type (linear, cosine, constant, ...), not {type(lr_scheduler).__name__}; "
+                "set rewarm_steps: 0 or pick another lr_scheduler_type"
+            )
+        if c.phase is None or state.global_step == 0:
+            phase = c.phase_at(self._position(state))
+            c.apply(phase)
+            c.phase_start_step = state.global_step
+            c.rewarm_depths = []
+        else:  # resumed: the phase (and its start) came from the checkpoint's tl_hf_state.json
+            c.apply(c.phase)
+        logger.info("gradual unfreezing: phase %d, trainable depths %s, %d trainable parameters",
+                    c.phase, sorted(c.trainable_depths(c.phase)), c.num_trainable())
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        c = self.controller
+        phase = c.phase_at(self._position(state))
+        if phase != c.phase:
+            new = c.apply(phase)
+            c.phase_start_step = state.global_step
+            c.rewarm_depths = sorted(new)
+            logger.info("gradual unfreezing: step %d enters phase %d, unfroze depths %s (%d trainable parameters)",
+                        state.global_step, phase, sorted(new), c.num_trainable())
+        r = self.schedule.rewarm_steps
+        if r and c.rewarm_depths and optimizer is not None:
+            k = state.global_step - c.phase_start_step + 1
+            if k < r:
+                # the scheduler has just set every group's lr for the next step; scale the new groups' lr down
+                for g in optimizer.param_groups:
+                    if g.get("depth") in c.rewarm_depths:
+                        g["lr"] *= k / r
+
+
+class _GroupLRRecorder(TrainerCallback):
+    """Remembers each group's lr as used by the optimizer step that just ran (what ``learning_rate`` logs too)."""
+
+    def __init__(self) -> None:
+        self.lrs: dict[str, float] = {}
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None:
+            self.lrs = group_lrs(optimizer)
+
+
+class TransferTrainer(Trainer):
+    """A ``transformers.Trainer`` for transfer learning.
+
+    Args:
+        llrd: :class:`LLRDConfig` (or a dict of its fields). The optimizer always holds every parameter of the model in
+            one group per depth (``embeddings``, ``layer.i``, ``head``; split by weight decay), so freezing and
+            unfreezing never change the optimizer's groups. Without ``llrd`` all depths share the base lr.
+        freezing: :class:`FreezingConfig` (or a dict): ``full``, ``feature_extraction``, ``top_k``, ``patterns`` or
+            ``gradual``.
+        layer_map: a :class:`LayerMap` or rules ``{regex: depth | 'embeddings' | 'block' | 'head'}`` for a model that
+            has no built-in map.
+
+    It also fixes the transformers 5.x loss scaling for models that ignore ``num_items_in_batch`` (BERT-style
+    sequence classifiers): the loss is treated as a per-micro-batch mean and divided by the accumulation steps, so
+    batch 8 x accumulation 1 and batch 4 x accumulation 2 give the same update, and DDP does not double the loss.
+    Every log line carries ``lr/<group>`` for each depth and ``trainable_params``.
+    """
+
+    def __init__(self, model=None, args=None, *rest, llrd: LLRDConfig | Mapping | None = None,
+                 freezing: FreezingConfig | Mapping | None = None,
+                 layer_map: LayerMap | Mapping | None = None, **kwargs) -> None:
+        if model is None:
+            raise ValueError("TransferTrainer needs a model instance (model_init is not supported: the layer map and "
+                             "freezing policy are built from the model)")
+        if kwargs.get("optimizers", (None, None))[0] is not None:
+            raise ValueError("TransferTrainer builds its own LLRD optimizer; pass optimizer_cls_and_kwargs=(cls, kw) "
+                             "to choose the optimizer class instead of optimizers=(opt, sched)")
+        self.llrd = _coerce(llrd, LLRDConfig, "llrd") or LLRDConfig(decay=1.0)
+        self.freezing = _coerce(freezing, FreezingConfig, "freezing") or FreezingConfig()
+        self.layer_map = get_layer_map(model, layer_map)
+        self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
+        self.freezer = FreezingController(model, self.layer_map, self.freezing)
+        if not self.freezing.is_dynamic:
+            # static policies are applied before the Trainer (and DDP) sees the model: frozen weights are excluded
+            # from DDP's reducer, and backward stops at the lowest trainable depth.
+            self.freezer.apply()
+        super().__init__(model, args, *rest, **kwargs)
+        # transformers 5.x trap (facts note §1): BERT-style heads return a plain mean CE and ignore
+        # num_items_in_batch, yet the Trainer then skips the division by gradient_accumulation_steps and multiplies by
+        # the number of processes. Treat every model's loss as a per-micro-batch mean instead.
+        self.model_accepts_loss_kwargs = False
+        self._lr_recorder = _GroupLRRecorder()
+        self.add_callback(self._lr_recorder)
+        if self.freezing.is_dynamic:
+            self._check_ddp_args_for_unfreezing()
+            self.add_callback(GradualUnfreezingCallback(self.freezer))
+        logger.info("TransferTrainer: %s model, %d blocks, policy %s, llrd decay %s, %d trainable parameters",
+                    self.layer_map.model_type, self.layer_map.num_blocks, self.freezing.policy, self.llrd.decay,
+                    self.freezer.num_trainable())
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+    def _check_ddp_args_for_unfreezing(self) -> None:
+        a = self.args
+        if a.ddp_static_graph:
+            raise ValueError("gradual unfreezing changes which parameters get gradients, which DDP's static_graph "
+                             "forbids; set ddp_static_graph=False")
+        if a.ddp_find_unused_parameters is False:
+            raise ValueError("gradual unfreezing under DDP needs ddp_find_unused_parameters=True (frozen parameters "
+                             "get no gradient); remove ddp_find_unused_parameters=False")
+        if a.ddp_find_unused_parameters is None and getattr(a, "activation_checkpointing", False):
+            a.ddp_find_unused_parameters = True  # the Trainer would default it to False under checkpointing
+
+    def create_optimizer(self, model=None):
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            from transformers.trainer_optimizer import is_optimizer_factory
+
+            wd = self.args.weight_decay if self.llrd.weight_decay is None else self.llrd.weight_decay
+            groups = param_groups_layer_decay(
+                opt_model, lr=self.args.learning_rate, decay=self.llrd.decay, weight_decay=wd,
+                head_lr=self.llrd.head_lr, min_lr_scale=self.llrd.min_lr_scale, layer_map=self.layer_map,
+            )
+            if self.optimizer_cls_and_kwargs is not None:
+                cls, kw = self.optimizer_cls_and_kwargs
+            else:
+                cls, kw = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            kw = dict(kw)
+            if is_optimizer_factory(cls) or {"params", "model", "optimizer_dict"} & set(kw):
+                raise ValueError(f"optim={self.args.optim!r} builds its own parameter groups, which cannot carry "
+                                 "layer-wise learning rates; use a standard torch optimizer (adamw_torch_fused, "
+                                 "adamw_torch, sgd, adafactor, ...)")
+            self.optimizer = cls(groups, **kw)
+        return self.optimizer
+
+    # -- logging --------------------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "learning_rate" in logs and self.optimizer is not None:
+            for name, lr in (self._lr_recorder.lrs or group_lrs(self.optimizer)).items():
+                logs[f"lr/{name}"] = lr
+            logs["trainable_params"] = self.freezer.num_trainable()
+        super().log(logs, start_time)
+
+    # -- checkpoint state -----------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state saved in every checkpoint (subclasses extend it)."""
+        return {"format": 1, "freezing": self.freezer.state_dict(), "llrd": asdict(self.llrd),
+                "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks}}
+
+    def load_extra_state(self, state: dict[str, Any], checkpoint: str) -> None:
+        lm = state.get("layer_map", {})
+        if lm and (lm.get("num_blocks") != self.layer_map.num_blocks):
+            raise ValueError(f"{checkpoint}: written for a {lm.get('model_type')} model with {lm.get('num_blocks')} "
+                             f"blocks, this model has {self.layer_map.num_blocks}")
+        if "freezing" in state:
+            self.freezer.load_state_dict(state["freezing"])
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, STATE_FILE)
+        if os.path.exists(path):
+            self.load_extra_state(read_json(path), resume_from_checkpoint)
+        else:
+            logger.warning("%s has no %s (not written by tl_hf?): the unfreezing phase is derived from the step",
+                           resume_from_checkpoint, STATE_FILE)
+            self.freezer.phase = None
+
+
+def _coerce(value, cls, what):
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        from dataclasses import fields
+
+        valid = {f.name for f in fields(cls)}
+        unknown = set(value) - valid
+        if unknown:
+            import difflib
+
+            bad = sorted(unknown)[0]
+            close = difflib.get_close_matches(bad, valid, n=1)
+            raise ValueError(f"unknown {what} key {bad!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                             + f" Valid keys: {', '.join(sorted(valid))}")
+        return cls(**value)
+    raise TypeError(f"{what} must be a {cls.__name__} or a dict, got {type(value).__name__}")
