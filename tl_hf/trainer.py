@@ -85,10 +85,12 @@ class _GroupLRRecorder(TrainerCallback):
 
     def __init__(self) -> None:
         self.lrs: dict[str, float] = {}
+        self.trainable: int | None = None
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None:
             self.lrs = group_lrs(optimizer)
+            self.trainable = sum(p.numel() for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
 
 
 class TransferTrainer(Trainer):
@@ -180,7 +182,8 @@ class TransferTrainer(Trainer):
         if "learning_rate" in logs and self.optimizer is not None:
             for name, lr in (self._lr_recorder.lrs or group_lrs(self.optimizer)).items():
                 logs[f"lr/{name}"] = lr
-            logs["trainable_params"] = self.freezer.num_trainable()
+            t = self._lr_recorder.trainable
+            logs["trainable_params"] = self.freezer.num_trainable() if t is None else t
         super().log(logs, start_time)
 
     # -- checkpoint state -----------------------------------------------------------------------------------------
