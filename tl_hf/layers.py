@@ -92,13 +92,14 @@ class LayerMap:
     @classmethod
     def from_rules(cls, rules: Mapping[str, RuleTarget] | Sequence[tuple[str, RuleTarget]],
                    num_blocks: int | None = None, model: nn.Module | None = None) -> "LayerMap":
-        """Build a custom map. ``num_blocks`` defaults to 1 + the largest block index that a ``"block"`` rule
-        matches in ``model``'s parameter names (so pass either ``num_blocks`` or ``model``)."""
+        """Build a custom map. ``num_blocks`` defaults to the larger of 1 + the largest block index that a ``"block"``
+        rule matches in ``model``'s parameter names and the largest int depth among the rules (so pass either
+        ``num_blocks`` or ``model``; use ``"head"``, not an int, for the head)."""
         items = list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
         if num_blocks is None:
             if model is None:
                 raise ValueError("LayerMap.from_rules needs num_blocks=... or model=... to know how many blocks exist")
-            top = -1
+            top = max([t - 1 for _, t in items if isinstance(t, int) and not isinstance(t, bool)], default=-1)
             names = [_strip_prefixes(n) for n, _ in model.named_parameters()]
             for pattern, target in items:
                 if target != "block":
@@ -110,8 +111,9 @@ class LayerMap:
                         top = max(top, int(m.group(1)))
             if top < 0:
                 raise ValueError(
-                    "custom layer map: no 'block' rule matched any parameter, so the number of blocks is unknown; "
-                    "add a rule like r'\\.layers\\.(\\d+)\\.': 'block' or pass num_blocks=..."
+                    "custom layer map: no 'block' rule matched any parameter and no rule gives an int depth, so the "
+                    "number of blocks is unknown; add a rule like r'\\.layers\\.(\\d+)\\.': 'block' or pass "
+                    "num_blocks=..."
                 )
             num_blocks = top + 1
         return cls(rules=items, num_blocks=num_blocks, model_type="custom")
