@@ -14,6 +14,7 @@ from transformers import Trainer, TrainerCallback
 from .freezing import FreezingConfig, FreezingController
 from .layers import LayerMap, get_layer_map
 from .optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from .regularizers import Regularizer, build_regularizer
 from .state import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,18 @@ class _GroupLRRecorder(TrainerCallback):
             self.trainable = sum(p.numel() for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
 
 
+class _RegularizerBinder(TrainerCallback):
+    """Checks and binds the regularizers once training starts (after a resume restored their state)."""
+
+    def __init__(self, trainer: "TransferTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        model = self.trainer.model
+        for r in self.trainer.regularizers:
+            r.bind(model)
+
+
 class TransferTrainer(Trainer):
     """A ``transformers.Trainer`` for transfer learning.
 
@@ -104,6 +117,9 @@ class TransferTrainer(Trainer):
             ``gradual``.
         layer_map: a :class:`LayerMap` or rules ``{regex: depth | 'embeddings' | 'block' | 'head'}`` for a model that
             has no built-in map.
+        regularizers: forgetting regularizers (:mod:`tl_hf.regularizers` objects, or dicts ``{"name": "ewc", ...}``).
+            Penalty gradients are added once per optimizer step, after the task loss's backward and before clipping;
+            each penalty is logged as ``penalty/<name>``, apart from the task ``loss``.
 
     It also fixes the transformers 5.x loss scaling for models that ignore ``num_items_in_batch`` (BERT-style
     sequence classifiers): the loss is treated as a per-micro-batch mean and divided by the accumulation steps, so
@@ -113,7 +129,8 @@ class TransferTrainer(Trainer):
 
     def __init__(self, model=None, args=None, *rest, llrd: LLRDConfig | Mapping | None = None,
                  freezing: FreezingConfig | Mapping | None = None,
-                 layer_map: LayerMap | Mapping | None = None, **kwargs) -> None:
+                 layer_map: LayerMap | Mapping | None = None,
+                 regularizers: list[Regularizer | Mapping] | None = None, **kwargs) -> None:
         if model is None:
             raise ValueError("TransferTrainer needs a model instance (model_init is not supported: the layer map and "
                              "freezing policy are built from the model)")
@@ -125,6 +142,11 @@ class TransferTrainer(Trainer):
         self.layer_map = get_layer_map(model, layer_map)
         self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
         self.freezer = FreezingController(model, self.layer_map, self.freezing)
+        self.regularizers = [build_regularizer(dict(r) if isinstance(r, Mapping) else r) for r in regularizers or []]
+        names = [r.name for r in self.regularizers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each regularizer may be given once, got {names}")
+        self._micro_index = 0
         if not self.freezing.is_dynamic:
             # static policies are applied before the Trainer (and DDP) sees the model: frozen weights are excluded
             # from DDP's reducer, and backward stops at the lowest trainable depth.
@@ -136,6 +158,8 @@ class TransferTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._lr_recorder = _GroupLRRecorder()
         self.add_callback(self._lr_recorder)
+        if self.regularizers:
+            self.add_callback(_RegularizerBinder(self))
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
@@ -177,6 +201,55 @@ class TransferTrainer(Trainer):
             self.optimizer = cls(groups, **kw)
         return self.optimizer
 
+    # -- regularizers in the step ----------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._micro_index += 1
+        if self.accelerator.sync_gradients:  # last micro-batch of the accumulation window: once per optimizer step
+            self._micro_index = 0
+            active = [r for r in self.regularizers if r.active]
+            if active:
+                scaler = getattr(self.accelerator, "scaler", None)
+                scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+                named = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
+                for r in active:
+                    r.add_penalty_grad(named, scale)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if not model.training or not self.regularizers:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        for r in self.regularizers:
+            if r.active:
+                extra = r.extra_loss(model, self, inputs)
+                if extra is not None:
+                    loss = loss + extra
+        return (loss, outputs) if return_outputs else loss
+
+    def get_train_dataloader(self):
+        mixers = [r for r in self.regularizers if r.active and hasattr(r, "wrap_train_dataset")]
+        if not mixers:
+            return super().get_train_dataloader()
+        original = self.train_dataset
+        ds = original
+        try:
+            import datasets
+
+            if isinstance(ds, datasets.Dataset) and self.args.remove_unused_columns:
+                ds = self._remove_unused_columns(ds, description="training")
+        except ImportError:  # pragma: no cover - datasets is a dependency
+            pass
+        for r in mixers:
+            ds = r.wrap_train_dataset(ds)
+        self.train_dataset = ds
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset = original
+
     # -- logging --------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "learning_rate" in logs and self.optimizer is not None:
@@ -184,13 +257,21 @@ class TransferTrainer(Trainer):
                 logs[f"lr/{name}"] = lr
             t = self._lr_recorder.trainable
             logs["trainable_params"] = self.freezer.num_trainable() if t is None else t
+            for r in self.regularizers:
+                if r.active:
+                    v = r.penalty_value(self.model)
+                    if v is not None:
+                        logs[f"penalty/{r.name}"] = v
+                    if getattr(r, "last_loss", None) is not None:
+                        logs[f"{r.name}/loss"] = r.last_loss
         super().log(logs, start_time)
 
     # -- checkpoint state -----------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state saved in every checkpoint (subclasses extend it)."""
         return {"format": 1, "freezing": self.freezer.state_dict(), "llrd": asdict(self.llrd),
-                "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks}}
+                "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks},
+                "regularizers": [r.name for r in self.regularizers]}
 
     def load_extra_state(self, state: dict[str, Any], checkpoint: str) -> None:
         lm = state.get("layer_map", {})
@@ -199,11 +280,20 @@ class TransferTrainer(Trainer):
                              f"blocks, this model has {self.layer_map.num_blocks}")
         if "freezing" in state:
             self.freezer.load_state_dict(state["freezing"])
+        saved = state.get("regularizers", [])
+        if sorted(saved) != sorted(r.name for r in self.regularizers):
+            raise ValueError(f"{checkpoint} was written with regularizers {saved}, this run has "
+                             f"{[r.name for r in self.regularizers]}")
+        for r in self.regularizers:
+            r.load(checkpoint, prefix=f"tl_hf_reg_{r.name}")
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            for r in self.regularizers:
+                r.save(folder, prefix=f"tl_hf_reg_{r.name}")
+            # written last: its presence marks the extra state as complete
             atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
