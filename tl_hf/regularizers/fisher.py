@@ -124,7 +124,8 @@ def estimate_fisher(
                     for n, g in zip(fisher, grads):
                         if world > 1:
                             torch.distributed.all_reduce(g)
-                        fisher[n].add_(g.div_(bsz).pow_(2), alpha=bsz if scale_batched else 1)
+                        # out of place: autograd may hand back views that share memory with other gradients
+                        fisher[n].add_((g / bsz).pow(2), alpha=bsz if scale_batched else 1)
                 n_batches += 1
             local += len(idx)
             if progress is not None:
@@ -173,7 +174,9 @@ def _summed_grads(model, named, names, inputs, labels, u, estimator, idx):
     out = []
     for i, loss in enumerate(losses):
         grads = torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
-        out.append([torch.zeros_like(p, dtype=torch.float32) if g is None else g.float()
+        # copies: autograd may return gradients that share memory (a broadcast parameter's gradient can be a view
+        # of another one's), and the caller all-reduces them in place
+        out.append([torch.zeros_like(p, dtype=torch.float32) if g is None else g.to(torch.float32, copy=True)
                     for p, g in zip(params, grads)])
     return out
 
