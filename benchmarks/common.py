@@ -1,0 +1,51 @@
+"""Shared helpers for benchmarks: machine/version record, medians, results file, docs table update."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def environment() -> dict:
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "machine": platform.machine(), "processor": platform.processor() or "unknown", "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "environment": environment(), **payload}, indent=2) + "\n")
+    return path
+
+
+def update_docs_section(name: str, markdown: str) -> None:
+    """Replace the section between <!-- name:start --> and <!-- name:end --> in docs/benchmarks.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOCS.write_text(text)

@@ -1,0 +1,43 @@
+"""2-process (gloo) checks of the regularizers: the Fisher equals the single-process Fisher over the same examples,
+every rank builds the same replay memory, and a DDP run with EWC + L2-SP + replay keeps the ranks identical."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_multiprocess import _tail, run_worker
+from tiny import TokenDataset, tiny_bert
+
+WORKER = Path(__file__).resolve().parent / "mp" / "regularizers_worker.py"
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_regularizers_under_two_processes(tmp_path):
+    from mp.regularizers_worker import CASES, batches
+
+    from tl_hf.regularizers import estimate_fisher
+
+    res = run_worker(tmp_path, worker=WORKER)
+    assert res.returncode == 0, f"worker failed\n{_tail(res.stderr)}"
+    ranks = [(json.loads((tmp_path / f"rank{r}.json").read_text()), load_file(str(tmp_path / f"rank{r}.safetensors")))
+             for r in range(2)]
+    model = tiny_bert(num_labels=3, seed=0)
+    data = TokenDataset(n=13, num_labels=3, seed=1)
+    for est, per_ex in CASES:
+        ref, n = estimate_fisher(model, batches(data, 4), estimator=est, per_example=per_ex, seed=7)
+        assert n == 13
+        for meta, t in ranks:
+            assert meta[f"n_{est}_{per_ex}"] == 13
+            for k, v in ref.items():
+                torch.testing.assert_close(t[f"fisher/{est}/{per_ex}/{k}"], v, rtol=1e-4, atol=1e-10,
+                                           msg=f"{est} per_example={per_ex} {k} on rank {meta['rank']}")
+    (m0, t0), (m1, t1) = ranks
+    assert m0["memory"] == m1["memory"] and len(m0["memory"]) == 6, "ranks built different replay memories"
+    assert m0["penalty_logged"] and m0["penalty_logged"][-1] > 0
+    finals = [k for k in t0 if k.startswith("final/")]
+    diff = [k for k in finals if not torch.equal(t0[k], t1[k])]
+    assert not diff, f"parameters differ across ranks after regularized DDP training: {diff[:5]}"
