@@ -163,6 +163,13 @@ class TransferTrainer(Trainer):
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
+        if self.layer_map.note:
+            logger.info("layer map (%s): %s", self.layer_map.model_type, self.layer_map.note)
+        pre_frozen = len(self.freezer.params) - len(self.freezer.base_trainable)
+        if pre_frozen and self.freezing.policy != "full" and not hasattr(model, "peft_config"):
+            logger.warning("%d parameters were already frozen (requires_grad=False) when TransferTrainer was built; "
+                           "freezing policies never unfreeze them. Set requires_grad=True first if the %s policy "
+                           "should manage them.", pre_frozen, self.freezing.policy)
         logger.info("TransferTrainer: %s model, %d blocks, policy %s, llrd decay %s, %d trainable parameters",
                     self.layer_map.model_type, self.layer_map.num_blocks, self.freezing.policy, self.llrd.decay,
                     self.freezer.num_trainable())
