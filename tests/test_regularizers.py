@@ -266,8 +266,10 @@ def test_class_balanced_memory_and_budget_errors():
     m.add_dataset(TokenDataset(n=60, num_labels=2, seed=0), "t1")
     m.add_dataset(TokenDataset(n=60, num_labels=4, seed=1), "t2")
     assert m.class_counts() == {0: 3, 1: 3, 2: 3, 3: 3}
+    small = ReplayMemory(50)
     with pytest.raises(ValueError, match=r"replay budget 50 is larger than the data it draws from \(10 examples"):
-        ReplayMemory(50).add_dataset(TokenDataset(n=10), "t1")
+        small.add_dataset(TokenDataset(n=10), "t1")
+    assert len(small) == 0 and small.seen == 0  # nothing half-added
 
 
 def test_memory_round_trip_with_variable_lengths(tmp_path):

@@ -78,12 +78,13 @@ class ReplayMemory:
         return len(self.examples)
 
     def add_dataset(self, dataset, source: str = "task") -> None:
-        """Offer every example of ``dataset`` (in order) to the memory."""
+        """Offer every example of ``dataset`` (in order) to the memory. Refuses, before adding anything, a budget
+        that all examples seen so far could not fill."""
+        if self.budget > self.seen + len(dataset):
+            raise ValueError(f"replay budget {self.budget} is larger than the data it draws from "
+                             f"({self.seen + len(dataset)} examples so far); lower replay.budget")
         for i in range(len(dataset)):
             self.add(dataset[i], (source, i))
-        if len(self.examples) < self.budget:
-            raise ValueError(f"replay budget {self.budget} is larger than the data it draws from ({self.seen} "
-                             f"examples so far, {len(self.examples)} in memory); lower replay.budget")
 
     def add(self, example: dict, origin: tuple[str, int]) -> None:
         ex = _to_tensor_dict(example)
