@@ -1,0 +1,259 @@
+"""Text-classification data: resolve the data root, load a built-in dataset or csv/tsv/json/jsonl files, map
+columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
+
+Built-in datasets live under the data root (``data.root``, else ``$TL_HF_DATA_ROOT``, else ``../shared/data``
+relative to the current directory):
+
+* ``sst2`` -- GLUE SST-2 from ``sst2/{train,dev,test}.tsv``. ``train.tsv`` is ``label<TAB>sentence`` with CRLF line
+  endings, ``dev.tsv``/``test.tsv`` are ``label<TAB>content`` (``test.tsv`` is labelled). Read verbatim: no quoting.
+
+Files are read with ``datasets.load_dataset("csv" | "json", data_files=...)`` (``.tsv`` = csv with a tab delimiter),
+which works offline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DataConfig
+
+__all__ = ["DataError", "TextClassificationData", "load_text_classification", "resolve_data_root",
+           "tokenize_datasets", "DATA_ROOT_ENV"]
+
+DATA_ROOT_ENV = "TL_HF_DATA_ROOT"
+
+
+class DataError(ValueError):
+    """The data cannot be found or does not have the expected shape. The message names the path or column."""
+
+
+@dataclass
+class TextClassificationData:
+    """``train`` / ``eval`` are ``datasets.Dataset`` with columns ``text``, optional ``text_pair``, and ``label``
+    (int ids)."""
+
+    train: Any = None
+    eval: Any = None
+    label_names: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else ``$TL_HF_DATA_ROOT``, else ``../shared/data`` relative to the current directory."""
+    if root is not None and str(root) != "":
+        p, how = Path(root).expanduser(), "data.root"
+    elif os.environ.get(DATA_ROOT_ENV):
+        p, how = Path(os.environ[DATA_ROOT_ENV]).expanduser(), f"${DATA_ROOT_ENV}"
+    else:
+        p, how = Path("..") / "shared" / "data", "the default ../shared/data"
+    if not p.is_dir():
+        raise DataError(f"data root {str(p)!r} (from {how}) is not a directory; set data.root=PATH or "
+                        f"${DATA_ROOT_ENV}")
+    return p.resolve()
+
+
+def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: bool = True) -> TextClassificationData:
+    """Load, map columns, encode labels and subset (seeded) as ``cfg`` says. Does not tokenize."""
+    seed = cfg.seed if cfg.seed is not None else seed
+    if cfg.dataset is not None:
+        data = _load_builtin(cfg, need_train)
+    else:
+        data = _load_files(cfg, need_train)
+    if data.train is not None and cfg.max_train_samples is not None and cfg.max_train_samples < len(data.train):
+        data.train = data.train.shuffle(seed=seed).select(range(cfg.max_train_samples))
+    if data.eval is not None and cfg.max_eval_samples is not None and cfg.max_eval_samples < len(data.eval):
+        data.eval = data.eval.shuffle(seed=seed).select(range(cfg.max_eval_samples))
+    for split in ("train", "eval"):
+        ds = getattr(data, split)
+        if ds is not None and len(ds) == 0:
+            raise DataError(f"the {split} data ({data.sources.get(split)}) has no rows")
+    return data
+
+
+# -- built-in datasets ------------------------------------------------------------------------------------------------
+
+_SST2_SPLITS = {"train": ("train.tsv", "sentence"), "dev": ("dev.tsv", "content"), "test": ("test.tsv", "content")}
+
+
+def _read_label_tsv(path: Path, text_header: str) -> dict[str, list]:
+    """A two-column ``label<TAB>text`` file with a header; LF or CRLF endings; no quoting."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    with open(path, encoding="utf-8", newline="") as fh:
+        lines = fh.read().splitlines()
+    if not lines:
+        raise DataError(f"{path} is empty")
+    header = lines[0].split("\t")
+    if header != ["label", text_header]:
+        raise DataError(f"{path}: expected header 'label<TAB>{text_header}', found columns {header}")
+    labels, texts = [], []
+    for i, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or label not in ("0", "1"):
+            raise DataError(f"{path} line {i}: expected '<0|1><TAB><text>', got {line[:60]!r}")
+        labels.append(int(label))
+        texts.append(text)
+    return {"text": texts, "label": labels}
+
+
+def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    root = resolve_data_root(cfg.root)
+    folder = root / cfg.dataset
+    if not folder.is_dir():
+        raise DataError(f"dataset folder not found: {folder} (data root {root})")
+    for split in (cfg.train_split, cfg.eval_split):
+        if split not in _SST2_SPLITS:
+            raise DataError(f"sst2 has splits {', '.join(_SST2_SPLITS)}; got {split!r}")
+    names = ["negative", "positive"]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    out = TextClassificationData(label_names=names)
+    for attr, split in (("train", cfg.train_split), ("eval", cfg.eval_split)):
+        if attr == "train" and not need_train:
+            continue
+        fname, header = _SST2_SPLITS[split]
+        path = folder / fname
+        setattr(out, attr, Dataset.from_dict(_read_label_tsv(path, header), features=features))
+        out.sources[attr] = str(path)
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+
+def _resolve_file(name: str, root: str | None) -> Path:
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = []
+        try:
+            candidates.append(resolve_data_root(root) / p)
+        except DataError:
+            if root is not None:
+                raise
+        candidates.append(Path.cwd() / p)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DataError(f"data file not found: {name} (looked at {', '.join(str(c) for c in candidates)})")
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("csv", "tsv", "json", "jsonl"):
+        return suffix
+    raise DataError(f"cannot tell the format of {path} from its extension; set data.file_format to csv, tsv, json "
+                    "or jsonl")
+
+
+def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
+    import datasets
+
+    files = {}
+    if cfg.train_file and need_train:
+        files["train"] = _resolve_file(cfg.train_file, cfg.root)
+    if cfg.eval_file:
+        files["eval"] = _resolve_file(cfg.eval_file, cfg.root)
+    if need_train and "train" not in files:
+        raise DataError("data.train_file is not set")
+    raw = {}
+    for split, path in files.items():
+        fmt = _format_of(path, cfg.file_format)
+        kwargs: dict[str, Any] = {}
+        if fmt in ("csv", "tsv"):
+            builder = "csv"
+            if fmt == "tsv":
+                kwargs["delimiter"] = "\t"
+        else:
+            builder = "json"
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # "Generating data split" bars are noise for local files
+        try:
+            ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - pandas/arrow parse errors come in many types
+            raise DataError(f"could not read {path} as {fmt}: {' '.join(str(exc).split())[:300]}") from None
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+        raw[split] = ds
+
+    columns = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    for split, ds in raw.items():
+        for key, col in zip(("text_column", "label_column", "text_pair_column"), columns):
+            if col not in ds.column_names:
+                raise DataError(f"column {col!r} (data.{key}) not found in {files[split]}; its columns are: "
+                                f"{', '.join(ds.column_names)}")
+
+    label_names = _label_names(raw, cfg.label_column, files)
+    rename = {cfg.text_column: "text", cfg.label_column: "label"}
+    if cfg.text_pair_column:
+        rename[cfg.text_pair_column] = "text_pair"
+    out = TextClassificationData(label_names=label_names, sources={k: str(v) for k, v in files.items()})
+    for split, ds in raw.items():
+        ds = ds.select_columns(list(rename))
+        ds = ds.rename_columns({k: v for k, v in rename.items() if k != v})
+        ds = _encode_labels(ds, label_names, files[split])
+        setattr(out, split, ds)
+    return out
+
+
+def _label_names(raw: dict, label_column: str, files: dict) -> list[str]:
+    values = set()
+    for split, ds in raw.items():
+        for v in ds[label_column]:
+            if v is None:
+                raise DataError(f"{files[split]}: column {label_column!r} has an empty label")
+            values.add(v)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if min(values) < 0:
+            raise DataError(f"integer labels must be >= 0, found {min(values)} in column {label_column!r}")
+        return [str(i) for i in range(max(values) + 1)]
+    source = raw.get("train", next(iter(raw.values())))
+    return sorted({str(v) for v in source[label_column]})
+
+
+def _encode_labels(ds, label_names: list[str], path: Path):
+    from datasets import ClassLabel
+
+    if ds.features["label"].dtype.startswith("int"):
+        return ds.cast_column("label", ClassLabel(names=label_names))
+    index = {n: i for i, n in enumerate(label_names)}
+    unknown = sorted({str(v) for v in ds["label"]} - set(index))
+    if unknown:
+        raise DataError(f"{path}: labels {unknown[:5]} do not occur in the training data (labels: "
+                        f"{', '.join(label_names)})")
+    ds = ds.map(lambda b: {"label": [index[str(v)] for v in b["label"]]}, batched=True, desc="encoding labels")
+    return ds.cast_column("label", ClassLabel(names=label_names))
+
+
+# -- tokenization -----------------------------------------------------------------------------------------------------
+
+def tokenize_datasets(data: TextClassificationData, tokenizer, max_length: int) -> TextClassificationData:
+    """Tokenize ``text`` (and ``text_pair``) with truncation to ``max_length``; no padding (pad per batch)."""
+
+    def encode(batch):
+        text = [t if t is not None else "" for t in batch["text"]]
+        pair = batch.get("text_pair")
+        if pair is not None:
+            pair = [t if t is not None else "" for t in pair]
+        return tokenizer(text, pair, truncation=True, max_length=max_length)
+
+    for split in ("train", "eval"):
+        ds = getattr(data, split)
+        if ds is None:
+            continue
+        drop = [c for c in ds.column_names if c != "label"]
+        setattr(data, split, ds.map(encode, batched=True, remove_columns=drop, desc=f"tokenizing {split}"))
+    return data
