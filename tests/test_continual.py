@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_data_root
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,13 +32,8 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _data_root() -> Path | None:
-    root = os.environ.get("TL_HF_DATA_ROOT")
-    root = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return root if (root / "mnist_t10k").is_dir() else None
-
-
-needs_mnist = pytest.mark.skipif(_data_root() is None, reason="mnist_t10k not found (set TL_HF_DATA_ROOT)")
+def _data_root() -> Path:
+    return real_data_root("mnist_t10k")
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +320,6 @@ def test_hf_vit_model_with_builtin_layer_map(tmp_path):
 # MNIST loading and Split-MNIST
 # ---------------------------------------------------------------------------------------------------------------------
 
-@needs_mnist
 def test_load_mnist_idx_matches_the_source_notes(mnist):
     images, labels = mnist
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8 and labels.shape == (10000,)
@@ -344,7 +339,6 @@ def test_load_mnist_idx_errors(tmp_path, monkeypatch):
         load_mnist_idx(tmp_path)
 
 
-@needs_mnist
 def test_split_mnist_tasks(mnist):
     images, labels = mnist
     ti = split_mnist_tasks(images, labels, pairs=((0, 1), (2, 3)), max_per_task=100, seed=3)
@@ -388,7 +382,6 @@ def _split_mnist_run(mnist, tmp_path, scenario, regularizers, seed):
     return res.R, res.metrics
 
 
-@needs_mnist
 @pytest.mark.parametrize("seed", [0, 1])
 def test_split_mnist_naive_forgets_replay_and_ewc_keep_task1(mnist, tmp_path, seed):
     # Measured with exactly this setup, seeds 0..7 (T1 = accuracy on task 1 after tasks 1, 2, 3; ranges over seeds):
