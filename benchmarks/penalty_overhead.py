@@ -102,7 +102,9 @@ def main(argv=None) -> int:
         lines.append(f"| {k} | {r['median_s']:.3f} | {r['ratio']:.3f} | {target} |")
     md = ("## Penalty overhead per step (`benchmarks/penalty_overhead.py`)\n\n"
           f"MiniLM ({n_params / 1e6:.1f} M params), batch 32 x 64 tokens, full fine-tuning, fused AdamW, {steps} timed "
-          f"steps per variant (interleaved), median. EWC penalty gradient alone: {median(iso) * 1000:.0f} ms.\n\n"
+          f"steps per variant (interleaved), median. EWC penalty gradient alone: {median(iso) * 1000:.0f} ms "
+          f"({median(iso) / base:.1%} of a baseline step; the step ratios also carry run-to-run noise of a few "
+          "percent on a shared 2-core machine).\n\n"
           + "\n".join(lines) + f"\n\nRaw numbers: `{path.relative_to(path.parent.parent.parent)}`.")
     print(md)
     if not args.quick:

@@ -41,3 +41,19 @@ def test_regularizers_under_two_processes(tmp_path):
     finals = [k for k in t0 if k.startswith("final/")]
     diff = [k for k in finals if not torch.equal(t0[k], t1[k])]
     assert not diff, f"parameters differ across ranks after regularized DDP training: {diff[:5]}"
+
+    # the loss-scaling fix under DDP: the 2 x 4 update and logged loss equal the single-process 8-example ones
+    from tiny import training_args
+
+    from tl_hf import TransferTrainer
+
+    single = tiny_bert(num_labels=2, seed=0)
+    tr = TransferTrainer(single, training_args(tmp_path / "single", per_device_train_batch_size=8, max_steps=1,
+                                               optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
+                                               max_grad_norm=0.0, train_sampling_strategy="sequential"),
+                         train_dataset=TokenDataset(n=8))
+    tr.train()
+    loss = next(h["loss"] for h in tr.state.log_history if "loss" in h)
+    assert m0["sgd_loss"] == pytest.approx(loss, rel=1e-5), "DDP logged loss differs from the single-process loss"
+    for n, p in single.named_parameters():
+        torch.testing.assert_close(t0[f"sgd/{n}"], p.detach(), rtol=1e-5, atol=1e-6, msg=n)

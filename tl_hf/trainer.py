@@ -257,6 +257,23 @@ class TransferTrainer(Trainer):
         finally:
             self.train_dataset = original
 
+    def end_task(self, dataset=None, **kwargs) -> None:
+        """After training on a task: let every regularizer consolidate (EWC: Fisher + anchors on the unwrapped model
+        in eval mode, sharded over processes and all-reduced; replay: fill the memory). ``dataset`` defaults to the
+        training set; every process must call this."""
+        data = self.train_dataset if dataset is None else dataset
+        if data is None:
+            raise ValueError("end_task needs a dataset (the trainer has no train_dataset)")
+        try:
+            import datasets
+
+            if isinstance(data, datasets.Dataset) and self.args.remove_unused_columns:
+                data = self._remove_unused_columns(data, description="end_task")
+        except ImportError:  # pragma: no cover
+            pass
+        for r in self.regularizers:
+            r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
+
     # -- logging --------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "learning_rate" in logs and self.optimizer is not None:

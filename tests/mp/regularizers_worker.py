@@ -54,6 +54,17 @@ def main(out: str) -> None:
     trainer.train()
     meta["penalty_logged"] = [h.get("penalty/ewc") for h in trainer.state.log_history if "penalty/ewc" in h]
     tensors.update({f"final/{k}": v.detach().clone() for k, v in model.named_parameters()})
+
+    # loss scaling under DDP: one SGD step on 2 x 4 examples must equal one step on 8 in one process
+    sgd_args = TrainingArguments(output_dir=os.path.join(out, "sgd"), use_cpu=True, ddp_backend="gloo", max_steps=1,
+                                 per_device_train_batch_size=4, learning_rate=1.0, optim="sgd",
+                                 lr_scheduler_type="constant", max_grad_norm=0.0, train_sampling_strategy="sequential",
+                                 save_strategy="no", report_to="none", seed=0, disable_tqdm=True, logging_steps=1)
+    plain = tiny_bert(num_labels=2, seed=0)
+    tr = TransferTrainer(plain, sgd_args, train_dataset=TokenDataset(n=8))
+    tr.train()
+    meta["sgd_loss"] = next(h["loss"] for h in tr.state.log_history if "loss" in h)
+    tensors.update({f"sgd/{k}": v.detach().clone() for k, v in plain.named_parameters()})
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, f"rank{rank}.safetensors"))
     Path(out, f"rank{rank}.json").write_text(json.dumps(meta))
 

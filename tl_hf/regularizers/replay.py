@@ -215,7 +215,7 @@ class Replay(Regularizer):
         self.memory = ReplayMemory(c.budget, c.selection, c.seed)
         self.last_loss: float | None = None
 
-    def end_task(self, model, dataset, *, source: str = "task", **kwargs) -> None:
+    def end_task(self, model, dataset, *, source: str = "task", **kwargs) -> None:  # noqa: ARG002
         self.memory.add_dataset(dataset, source)
 
     @property
