@@ -171,7 +171,7 @@ def run_text_classification(cfg, *, log=print) -> dict[str, Any]:
     if cfg.model.save_model:
         trainer.save_model()
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
-    results["eval_split"] = cfg.data.eval_split if cfg.data.dataset else "dev"
+    results["eval_split"] = data.sources.get("eval_split", "dev")
     if args.should_save:
         os.makedirs(args.output_dir, exist_ok=True)
         path = os.path.join(args.output_dir, "all_results.json")

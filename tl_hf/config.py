@@ -63,7 +63,7 @@ class ModelConfig:
             raise ConfigError(f"model.num_labels must be >= 2, got {self.num_labels}")
 
 
-BUILTIN_DATASETS = ("sst2",)
+BUILTIN_DATASETS = ("sst2", "trec", "emotion")
 FILE_FORMATS = ("csv", "tsv", "json", "jsonl")
 
 
@@ -77,7 +77,8 @@ class DataConfig:
     root: str | None = field(default=None, metadata={
         "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
     train_split: str = field(default="train", metadata={"help": "Built-in dataset: split to train on."})
-    eval_split: str = field(default="dev", metadata={"help": "Built-in dataset: split to evaluate on (sst2: dev "
+    eval_split: str | None = field(default=None, metadata={"help": "Built-in dataset: split to evaluate on "
+                                                                   "(default: sst2 dev, trec test, emotion val; sst2: dev "
                                                              "or test)."})
     train_file: str | None = field(default=None, metadata={
         "help": "Training file (csv, tsv, json, jsonl); a relative path is looked up under the data root first, "

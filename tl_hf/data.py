@@ -6,6 +6,10 @@ relative to the current directory):
 
 * ``sst2`` -- GLUE SST-2 from ``sst2/{train,dev,test}.tsv``. ``train.tsv`` is ``label<TAB>sentence`` with CRLF line
   endings, ``dev.tsv``/``test.tsv`` are ``label<TAB>content`` (``test.tsv`` is labelled). Read verbatim: no quoting.
+* ``trec`` -- TREC question type (Li & Roth 2002): ``trec/train_5500.label`` (split ``train``) and
+  ``trec/TREC_10.label`` (split ``test``), one ``COARSE:fine question`` per line, Latin-1; the 6 coarse classes.
+* ``emotion`` -- Saravia et al. 2018: ``emotion/{train,val,test}.txt``, ``text;label_name`` with a header line; 6
+  classes (sadness joy love anger fear surprise).
 
 Files are read with ``datasets.load_dataset("csv" | "json", data_files=...)`` (``.tsv`` = csv with a tab delimiter),
 which works offline.
@@ -105,6 +109,58 @@ def _read_label_tsv(path: Path, text_header: str) -> dict[str, list]:
     return {"text": texts, "label": labels}
 
 
+TREC_COARSE = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+_TREC_SPLITS = {"train": "train_5500.label", "test": "TREC_10.label"}
+_EMOTION_SPLITS = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
+_BUILTIN = {  # dataset -> (label names, splits, default eval split)
+    "sst2": (["negative", "positive"], _SST2_SPLITS, "dev"),
+    "trec": (TREC_COARSE, _TREC_SPLITS, "test"),
+    "emotion": (EMOTIONS, _EMOTION_SPLITS, "val"),
+}
+
+
+def _read_trec(path: Path) -> dict[str, list]:
+    """``COARSE:fine question tokens`` per line, Latin-1."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    texts, labels = [], []
+    with open(path, encoding="latin-1") as fh:
+        for i, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            tag, _, question = line.partition(" ")
+            coarse = tag.split(":", 1)[0]
+            if coarse not in TREC_COARSE or not question:
+                raise DataError(f"{path} line {i}: expected 'COARSE:fine question' with COARSE in "
+                                f"{', '.join(TREC_COARSE)}, got {line[:60]!r}")
+            texts.append(question)
+            labels.append(TREC_COARSE.index(coarse))
+    return {"text": texts, "label": labels}
+
+
+def _read_emotion(path: Path) -> dict[str, list]:
+    """``text;label_name`` with a header line."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().strip()
+        if header != "text;label_name":
+            raise DataError(f"{path}: expected header 'text;label_name', found {header!r}")
+        for i, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            text, sep, label = line.rpartition(";")
+            if not sep or label not in EMOTIONS:
+                raise DataError(f"{path} line {i}: label {label!r} is not one of {', '.join(EMOTIONS)}")
+            texts.append(text)
+            labels.append(EMOTIONS.index(label))
+    return {"text": texts, "label": labels}
+
+
 def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     from datasets import ClassLabel, Dataset, Features, Value
 
@@ -112,18 +168,25 @@ def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     folder = root / cfg.dataset
     if not folder.is_dir():
         raise DataError(f"dataset folder not found: {folder} (data root {root})")
-    for split in (cfg.train_split, cfg.eval_split):
-        if split not in _SST2_SPLITS:
-            raise DataError(f"sst2 has splits {', '.join(_SST2_SPLITS)}; got {split!r}")
-    names = ["negative", "positive"]
+    names, splits, default_eval = _BUILTIN[cfg.dataset]
+    eval_split = cfg.eval_split or default_eval
+    for split in (cfg.train_split, eval_split):
+        if split not in splits:
+            raise DataError(f"{cfg.dataset} has splits {', '.join(splits)}; got {split!r}")
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    out = TextClassificationData(label_names=names)
-    for attr, split in (("train", cfg.train_split), ("eval", cfg.eval_split)):
+    out = TextClassificationData(label_names=list(names))
+    out.sources["eval_split"] = eval_split
+    for attr, split in (("train", cfg.train_split), ("eval", eval_split)):
         if attr == "train" and not need_train:
             continue
-        fname, header = _SST2_SPLITS[split]
-        path = folder / fname
-        setattr(out, attr, Dataset.from_dict(_read_label_tsv(path, header), features=features))
+        if cfg.dataset == "sst2":
+            fname, header = splits[split]
+            path = folder / fname
+            rows = _read_label_tsv(path, header)
+        else:
+            path = folder / splits[split]
+            rows = _read_trec(path) if cfg.dataset == "trec" else _read_emotion(path)
+        setattr(out, attr, Dataset.from_dict(rows, features=features))
         out.sources[attr] = str(path)
     return out
 
