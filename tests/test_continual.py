@@ -7,7 +7,6 @@ train and eval sets are carved out of it: a non-standard split, and the numbers 
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np

@@ -120,6 +120,116 @@ class DataConfig:
             raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
 
 
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the validation metric stops improving, and restore the best model (a first defense against
+    forgetting: short, early-stopped runs move the pretrained weights less)."""
+
+    patience: int = field(default=0, metadata={"help": "Evaluations without improvement before stopping; 0 = off."})
+    metric: str = field(default="accuracy", metadata={"help": "Metric to watch (without the eval_ prefix)."})
+    greater_is_better: bool = field(default=True, metadata={"help": "Whether a larger metric is better."})
+    threshold: float = field(default=0.0, metadata={"help": "Minimum improvement that counts."})
+
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ConfigError(f"early_stopping.patience must be >= 0, got {self.patience}")
+        if self.threshold < 0:
+            raise ConfigError(f"early_stopping.threshold must be >= 0, got {self.threshold}")
+
+
+@dataclass
+class PeftSectionConfig:
+    """LoRA adapters (peft). Composes with LLRD and freezing: LoRA parameters take the depth of their block."""
+
+    enabled: bool = field(default=False, metadata={"help": "Wrap the model with LoRA adapters."})
+    r: int = field(default=8, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module names to adapt. Default per architecture: query/value projections."})
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"peft.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"peft.alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"peft.dropout must be in [0, 1), got {self.dropout}")
+
+
+STRATEGY_MODES = ("manual", "auto")
+DOMAIN_SHIFTS = ("none", "small", "large")
+
+
+@dataclass
+class StrategyConfig:
+    """``mode: auto`` picks the freezing policy and LLRD from the training-set size (and the stated domain shift)."""
+
+    mode: str = field(default="manual", metadata={"help": "manual (use llrd/freezing as given) or auto."})
+    small_max: int = field(default=100, metadata={"help": "Below this many labelled examples: feature extraction."})
+    medium_max: int = field(default=10000, metadata={"help": "Below this: top blocks with LLRD; above: full."})
+    top_k: int = field(default=2, metadata={"help": "Blocks unfrozen for medium-sized data."})
+    llrd_decay: float = field(default=0.9, metadata={"help": "LLRD decay used by auto for medium and large data."})
+    domain_shift: str = field(default="none", metadata={"help": "none | small | large: a larger shift from the "
+                                                                "pretraining data moves the choice to unfreeze more."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in STRATEGY_MODES:
+            raise ConfigError(f"strategy.mode must be one of {', '.join(STRATEGY_MODES)}, got {self.mode!r}")
+        if self.domain_shift not in DOMAIN_SHIFTS:
+            raise ConfigError(f"strategy.domain_shift must be one of {', '.join(DOMAIN_SHIFTS)}, "
+                              f"got {self.domain_shift!r}")
+        if not 0 < self.small_max < self.medium_max:
+            raise ConfigError(f"strategy thresholds must satisfy 0 < small_max < medium_max, got "
+                              f"{self.small_max} and {self.medium_max}")
+        if self.top_k < 1:
+            raise ConfigError(f"strategy.top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.llrd_decay <= 1:
+            raise ConfigError(f"strategy.llrd_decay must be in (0, 1], got {self.llrd_decay}")
+
+
+@dataclass
+class HubConfig:
+    """Push the fine-tuned model (or PEFT adapter) and its model card to the Hugging Face Hub after training."""
+
+    push: bool = field(default=False, metadata={"help": "Push after training (needs network and a token)."})
+    repo_id: str | None = field(default=None, metadata={"help": "Target repo, e.g. user/my-model."})
+    private: bool = field(default=True, metadata={"help": "Create the repo private."})
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise ConfigError("hub.push is true but hub.repo_id is not set (e.g. hub.repo_id=user/my-model)")
+
+
+@dataclass
+class TaskSpec:
+    """What a ``task:`` value means: the dataclass of its ``data`` section and the function that runs it."""
+
+    data_cls: type
+    runner: Any  # callable(RunConfig) -> dict of results
+    description: str = ""
+
+
+#: task name -> spec; recipes register themselves with :func:`register_task` (configs only name a task, they never
+#: point at code)
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(name: str, data_cls: type, runner, description: str = "") -> None:
+    TASKS[name] = TaskSpec(data_cls, runner, description)
+
+
+def _ensure_tasks() -> None:
+    """Import the modules that register the built-in tasks (lazily: they import heavy libraries)."""
+    from . import recipes_text  # noqa: F401
+    for mod in ("vision", "continual_recipe"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{mod}":
+                raise
+
+
 # TrainingArguments defaults that suit this toolkit better (each can be overridden in the file or on the command line)
 TRAINING_DEFAULTS: dict[str, Any] = {"output_dir": "outputs/run", "report_to": "none", "save_strategy": "no"}
 
@@ -136,6 +246,15 @@ class RunConfig:
         "help": "Layer-wise learning-rate decay (tl_hf.LLRDConfig); decay 1.0 means off."})
     freezing: FreezingConfig = field(default_factory=FreezingConfig, metadata={
         "help": "Freezing policy (tl_hf.FreezingConfig)."})
+    task: str = field(default="text_classification", metadata={"help": "What to run: a registered task name."})
+    regularizers: list = field(default_factory=list, metadata={
+        "help": "Forgetting regularizers, e.g. [{name: l2sp, alpha: 0.01}] (see tl_hf.regularizers)."})
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig, metadata={
+        "help": "Early stopping on a validation metric."})
+    peft: PeftSectionConfig = field(default_factory=PeftSectionConfig, metadata={"help": "LoRA adapters."})
+    strategy: StrategyConfig = field(default_factory=StrategyConfig, metadata={
+        "help": "manual, or auto: choose freezing + LLRD from the data size."})
+    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Push to the Hub after training."})
 
     @property
     def seed(self) -> int:
@@ -151,14 +270,18 @@ class RunConfig:
             raise ConfigError(f"training: {_one_line(exc)}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
-                "training": dict(self.training), "llrd": dataclasses.asdict(self.llrd),
-                "freezing": dataclasses.asdict(self.freezing)}
+        out = {k: dataclasses.asdict(getattr(self, k)) for k in _SECTION_TYPES if k != "data"}
+        out.update(task=self.task, data=dataclasses.asdict(self.data), training=dict(self.training),
+                   regularizers=[dict(r) for r in self.regularizers])
+        return out
 
 
-SECTIONS = ("model", "data", "training", "llrd", "freezing")
+SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "regularizers", "early_stopping", "peft",
+            "strategy", "hub")
 _SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
-                                   "freezing": FreezingConfig}
+                                   "freezing": FreezingConfig, "early_stopping": EarlyStoppingConfig,
+                                   "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig}
+_NON_MAPPING_SECTIONS = ("task", "regularizers")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -186,11 +309,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(_unknown(str(key), SECTIONS, "section"))
+        if key in _NON_MAPPING_SECTIONS:
+            continue
         if raw[key] is None:
             raw[key] = {}
         if not isinstance(raw[key], dict):
             raise ConfigError(f"section {key!r} must be a mapping of keys to values, got {raw[key]!r}")
-    raw = {k: dict(v) for k, v in raw.items()}
+    raw = {k: (v if k in _NON_MAPPING_SECTIONS else dict(v)) for k, v in raw.items()}
     for dotted, value in parse_overrides(overrides):
         _apply_override(raw, dotted, value)
     return _build_run_config(raw)
@@ -214,13 +339,20 @@ def parse_overrides(overrides) -> list[tuple[str, str]]:
 
 def _apply_override(raw: dict, dotted: str, value: str) -> None:
     parts = dotted.split(".")
+    if parts[0] == "task" and len(parts) == 1:
+        raw["task"] = value
+        return
+    if parts[0] == "regularizers":
+        raise ConfigError(f"override {dotted}={value}: the regularizers list can only be set in the config file")
     if parts[0] not in SECTIONS:
         if len(parts) > 1:
             raise ConfigError(_unknown(parts[0], SECTIONS, "section", where=f" in override {dotted}={value}"))
-        owners = [s for s in SECTIONS if parts[0] in _section_keys(s)]
+        sections = [s for s in SECTIONS if s not in _NON_MAPPING_SECTIONS]
+        task = raw.get("task", "text_classification")
+        owners = [s for s in sections if parts[0] in _section_keys(s, task)]
         if not owners:
-            all_keys = sorted({f"{s}.{k}" for s in SECTIONS for k in _section_keys(s)})
-            bare = sorted({k for s in SECTIONS for k in _section_keys(s)})
+            all_keys = sorted({f"{s}.{k}" for s in sections for k in _section_keys(s, task)})
+            bare = sorted({k for s in sections for k in _section_keys(s, task)})
             close = difflib.get_close_matches(parts[0], bare, n=1)
             hint = ""
             if close:
@@ -258,19 +390,41 @@ def _training_fields() -> tuple[dict[str, Any], dict[str, Any]]:
     return fields, helps
 
 
-def _section_keys(section: str) -> list[str]:
+def _section_keys(section: str, task: str = "text_classification") -> list[str]:
     if section == "training":
         return list(_training_fields()[0])
-    return [f.name for f in dataclasses.fields(_SECTION_TYPES[section]) if f.init]
+    cls = _SECTION_TYPES[section]
+    if section == "data":
+        _ensure_tasks()
+        cls = TASKS[task].data_cls if task in TASKS else DataConfig
+    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def _build_run_config(raw: dict) -> RunConfig:
     kwargs: dict[str, Any] = {}
-    for section in ("model", "data", "llrd", "freezing"):
+    task = raw.get("task", "text_classification")
+    _ensure_tasks()
+    if task not in TASKS:
+        raise ConfigError(_unknown(str(task), list(TASKS), "task"))
+    kwargs["task"] = task
+    data_cls = TASKS[task].data_cls
+    for section in _SECTION_TYPES:
         if section in raw:
-            kwargs[section] = _build_dataclass(_SECTION_TYPES[section], raw[section], section)
+            cls = data_cls if section == "data" else _SECTION_TYPES[section]
+            kwargs[section] = _build_dataclass(cls, raw[section], section)
     if "data" not in raw:
-        kwargs["data"] = DataConfig(dataset="sst2")
+        kwargs["data"] = DataConfig(dataset="sst2") if data_cls is DataConfig else data_cls()
+    regs = raw.get("regularizers") or []
+    if not isinstance(regs, list) or not all(isinstance(r, dict) and "name" in r for r in regs):
+        raise ConfigError("regularizers must be a list of mappings with a name, e.g. [{name: l2sp, alpha: 0.01}]")
+    from .regularizers import build_regularizer
+
+    for r in regs:  # validate now (unknown keys, negative strengths), build fresh objects at run time
+        try:
+            build_regularizer(dict(r))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"regularizers: {_one_line(exc)}") from None
+    kwargs["regularizers"] = [dict(r) for r in regs]
     if "llrd" not in raw:
         kwargs["llrd"] = LLRDConfig(decay=1.0)
     training = dict(TRAINING_DEFAULTS)

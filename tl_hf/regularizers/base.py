@@ -15,7 +15,6 @@ A regularizer is a plain object with a config dataclass. Its life in a run:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields

@@ -192,7 +192,7 @@ def _num_classes(model) -> int:
 
 
 def _per_example(model, named, fisher, inputs, labels, u, estimator, chunk_size):
-    from torch.func import functional_call, grad, jacrev, vmap
+    from torch.func import functional_call
 
     names = list(fisher)
     params = {n: named[n].detach() for n in names}

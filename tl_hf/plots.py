@@ -1,0 +1,85 @@
+"""Plots written by every run (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["plot_confusion_matrix", "plot_learning_curve", "plot_lr_per_group"]
+
+
+def _figure(width=6.0, height=4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_learning_curve(log_history: Sequence[dict], path: str) -> str:
+    """Training loss per step and every ``eval_*`` metric per evaluation."""
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    ev = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    if ev:
+        ax.plot(*zip(*ev), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    acc = [(h["step"], h["eval_accuracy"]) for h in log_history if "eval_accuracy" in h]
+    if acc:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*acc), "s--", color="tab:green", label="eval accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.legend(loc="lower right")
+    if train or ev:
+        ax.legend(loc="upper right")
+    ax.set_title("learning curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_lr_per_group(log_history: Sequence[dict], path: str) -> str:
+    """Learning rate of every depth group (``lr/<group>`` log keys) over the steps."""
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    keys = [k for k in dict.fromkeys(k for h in log_history for k in h) if k.startswith("lr/")]
+    for k in keys:
+        pts = [(h["step"], h[k]) for h in log_history if k in h]
+        ax.plot(*zip(*pts), label=k[3:])
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning rate per layer group")
+    if keys:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str) -> str:
+    """``matrix[true, pred]`` as an annotated heatmap."""
+    m = np.asarray(matrix)
+    n = m.shape[0]
+    fig = _figure(1.2 + 0.6 * n, 1.0 + 0.55 * n)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(m, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(n), labels=list(labels)[:n], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels=list(labels)[:n], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = m.max() if m.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if top and m[i, j] > top / 2 else "black")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
