@@ -106,3 +106,20 @@ def test_early_stopping_without_evaluation_is_refused(tmp_path, tiny_model_dir, 
     cfg = load_config(_tiny_run_config(tmp_path, tiny_model_dir, tiny_data), ["early_stopping.patience=2"])
     with pytest.raises(ConfigError, match="needs evaluations: set training.eval_strategy"):
         build_training_args(cfg)
+
+
+def test_push_offline_fails_fast_and_keeps_the_model(tmp_path, tiny_model_dir, tiny_data, capsys):
+    import time
+
+    from tl_hf.cli import main
+
+    cfg = _tiny_run_config(tmp_path, tiny_model_dir, tiny_data)
+    t = time.monotonic()
+    rc = main(["run", str(cfg), "hub.push=true", "hub.repo_id=me/tiny"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # progress bars go to stderr too; the error is the final line
+    assert last.startswith("tl-hf: error: ") and str(tmp_path / "out") in last
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "README.md").is_file()
+    assert "Transfer learning" in (tmp_path / "out" / "README.md").read_text()
+    assert time.monotonic() - t < 60

@@ -128,9 +128,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError, ImportError) as exc:
-        if os.environ.get("TL_HF_DEBUG"):
-            raise
+    except (ValueError, OSError, KeyError, ImportError, RuntimeError) as exc:
+        if os.environ.get("TL_HF_DEBUG") or (isinstance(exc, RuntimeError)
+                                             and not type(exc).__module__.startswith("tl_hf")):
+            raise  # a RuntimeError from inside torch is a bug to see whole, not bad input
         msg = _one_line(exc) if not isinstance(exc, KeyError) else f"missing key {exc}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2

@@ -184,9 +184,8 @@ def _write_card(trainer, cfg, dataset_name, results) -> None:
 def _push(trainer, cfg, dataset_name, results, log) -> None:
     from .hub import push
 
-    trainer.args.hub_model_id = cfg.hub.repo_id
-    trainer.args.hub_private_repo = cfg.hub.private
-    push(trainer, dataset_name=dataset_name, results={k: v for k, v in results.items() if isinstance(v, (int, float))})
+    push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private, dataset_name=dataset_name,
+         results={k: v for k, v in results.items() if isinstance(v, (int, float))})
     log(f"pushed to the Hub: {cfg.hub.repo_id}")
 
 
