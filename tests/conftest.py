@@ -5,6 +5,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(__file__))
 
+# The test models are tiny: one intra-op thread is as fast alone and tens of times faster when another process
+# competes for the 2 cores (OpenMP threads spin-wait). Subprocess tests inherit OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 from pathlib import Path  # noqa: E402
 

@@ -91,10 +91,12 @@ def _positive_float(text: str) -> float:
 def build_parser(prog: str = "tl-hf") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="Transfer learning on top of transformers.Trainer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="fine-tune a text classifier from a YAML config",
-                         description="Fine-tune a text classifier from a YAML config; overrides are key=value or "
+    run = sub.add_parser("run", help="fine-tune a model for the config's task (text, image, continual)",
+                         description="Run a YAML config (its task: text_classification, image_classification, "
+                                     "continual); overrides are key=value or "
                                      "section.key=value (e.g. training.learning_rate=1e-4 max_train_samples=64).")
-    run.add_argument("config", help="YAML config (sections: model, data, training, llrd, freezing)")
+    run.add_argument("config", help="YAML config (sections: task, model, data, training, llrd, freezing, "
+                                    "regularizers, early_stopping, peft, strategy, hub)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     ins = sub.add_parser("inspect", help="print a model's depth groups and their LLRD learning rates")
     ins.add_argument("model", help=f"model directory, Hub id, or {BUNDLED_ALIASES[0]}")
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
             if "eval_accuracy" in results:
                 print(f"{split} accuracy: {results['eval_accuracy']:.4f}")
             else:
-                print("no evaluation data: set data.eval_file to get an accuracy")
+                print("no evaluation data: set the data section's eval split/file/dir to get an accuracy")
         elif args.command == "inspect":
             _print_inspect(args)
         return 0
