@@ -1,5 +1,6 @@
 """Offline classification metrics in numpy (no ``evaluate.load``, no Hub access).
 
+:class:`OfflineMetric` / :func:`load` / :class:`combine` follow the ``evaluate`` interface.
 ``compute_metrics`` has the ``transformers.Trainer`` signature: it takes an ``EvalPrediction`` (or a
 ``(predictions, label_ids)`` tuple) whose predictions are logits ``[n, num_labels]`` (or already class ids ``[n]``)
 and returns ``accuracy``, ``f1_macro``, ``precision_macro``, ``recall_macro`` (and ``f1`` = the positive-class F1 for
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["accuracy", "compute_metrics", "confusion_matrix", "f1_scores", "predictions_from_logits"]
+__all__ = ["OfflineMetric", "accuracy", "combine", "compute_metrics", "confusion_matrix", "f1_scores", "load",
+           "per_class_scores", "predictions_from_logits"]
 
 
 def predictions_from_logits(predictions) -> np.ndarray:
@@ -63,6 +65,83 @@ def f1_scores(preds, labels) -> dict[str, float]:
     return out
 
 
+def per_class_scores(preds, labels, num_classes: int | None = None) -> dict[str, list[float]]:
+    """Per-class precision, recall and F1 (index = class id) and the micro F1 (= accuracy for single-label)."""
+    m = confusion_matrix(preds, labels, num_classes)
+    tp = np.diag(m).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(m.sum(0) > 0, tp / m.sum(0), 0.0)
+        recall = np.where(m.sum(1) > 0, tp / m.sum(1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist()}
+
+
+class OfflineMetric:
+    """A metric with the ``evaluate`` interface (``add_batch``, ``add``, ``compute``) that needs no Hub:
+    ``evaluate.load("accuracy")`` fails offline, ``tl_hf.metrics.load("accuracy")`` does not.
+
+    Names: ``accuracy``, ``f1`` / ``precision`` / ``recall`` (``average="macro" | "micro" | None`` for per-class),
+    ``confusion_matrix``.
+    """
+
+    NAMES = ("accuracy", "f1", "precision", "recall", "confusion_matrix")
+
+    def __init__(self, name: str) -> None:
+        if name not in self.NAMES:
+            raise ValueError(f"unknown offline metric {name!r}; available: {', '.join(self.NAMES)}")
+        self.name = name
+        self._preds: list[np.ndarray] = []
+        self._refs: list[np.ndarray] = []
+
+    def add_batch(self, *, predictions, references) -> None:
+        self._preds.append(np.asarray(predictions, dtype=np.int64).reshape(-1))
+        self._refs.append(np.asarray(references, dtype=np.int64).reshape(-1))
+
+    def add(self, *, prediction, reference) -> None:
+        self.add_batch(predictions=[prediction], references=[reference])
+
+    def compute(self, *, predictions=None, references=None, average: str | None = "macro",
+                num_classes: int | None = None) -> dict:
+        if predictions is not None or references is not None:
+            self.add_batch(predictions=predictions, references=references)
+        preds = np.concatenate(self._preds) if self._preds else np.zeros(0, np.int64)
+        refs = np.concatenate(self._refs) if self._refs else np.zeros(0, np.int64)
+        self._preds, self._refs = [], []
+        if self.name == "accuracy":
+            return {"accuracy": accuracy(preds, refs)}
+        if self.name == "confusion_matrix":
+            return {"confusion_matrix": confusion_matrix(preds, refs, num_classes).tolist()}
+        if average == "micro":  # single-label: micro P = micro R = micro F1 = accuracy
+            return {self.name: accuracy(preds, refs)}
+        if average is None:
+            return {self.name: per_class_scores(preds, refs, num_classes)[self.name]}
+        if average != "macro":
+            raise ValueError(f"average must be 'macro', 'micro' or None, got {average!r}")
+        return {self.name: f1_scores(preds, refs)[f"{self.name}_macro"]}
+
+
+def load(name: str) -> OfflineMetric:
+    """Offline stand-in for ``evaluate.load(name)``."""
+    return OfflineMetric(name)
+
+
+class combine:  # noqa: N801 - mirrors evaluate.combine
+    """Several offline metrics computed together, like ``evaluate.combine([...])``."""
+
+    def __init__(self, metrics) -> None:
+        self.metrics = [load(m) if isinstance(m, str) else m for m in metrics]
+
+    def add_batch(self, *, predictions, references) -> None:
+        for m in self.metrics:
+            m.add_batch(predictions=predictions, references=references)
+
+    def compute(self, *, predictions=None, references=None, **kwargs) -> dict:
+        out: dict = {}
+        for m in self.metrics:
+            out.update(m.compute(predictions=predictions, references=references, **kwargs))
+        return out
+
+
 def compute_metrics(eval_pred) -> dict[str, float]:
     """``Trainer(compute_metrics=...)``: accuracy, macro precision/recall/F1 (and binary F1 of class 1)."""
     if hasattr(eval_pred, "predictions"):
@@ -75,4 +154,9 @@ def compute_metrics(eval_pred) -> dict[str, float]:
         labels = labels[0]
     preds = predictions_from_logits(predictions)
     labels = np.asarray(labels).reshape(-1)
-    return {"accuracy": accuracy(preds, labels), **f1_scores(preds, labels)}
+    out = {"accuracy": accuracy(preds, labels), "f1_micro": accuracy(preds, labels), **f1_scores(preds, labels)}
+    per = per_class_scores(preds, labels)
+    for c in range(len(per["f1"])):
+        out[f"precision_class{c}"] = per["precision"][c]
+        out[f"recall_class{c}"] = per["recall"][c]
+    return out
