@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
 
             cfg = load_config(args.config, args.overrides)
             results = TASKS[cfg.task].runner(cfg)
+            if int(os.environ.get("RANK", "0")) != 0:
+                return 0  # under accelerate launch / torchrun only the main process reports
             split = results.get("eval_split", "dev")
             print(f"wall time: {results['wall_time_s']:.1f} s; results in "
                   f"{os.path.join(cfg.training['output_dir'], 'all_results.json')}")
