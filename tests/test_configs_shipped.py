@@ -21,3 +21,16 @@ def test_config_opens_with_its_command_and_validates(path):
     assert first.startswith("# Run: ") and f"recipes/configs/{path.name}" in first
     cfg = load_config(path)
     assert cfg.training["output_dir"].startswith("outputs/")
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
+def test_accelerate_configs_parse_and_open_with_their_command(name):
+    import yaml
+
+    path = CONFIGS[0].parent / "accelerate" / name
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# Run: accelerate launch --config_file recipes/configs/accelerate/" + name)
+    doc = yaml.safe_load(path.read_text())
+    assert doc["distributed_type"] in ("MULTI_GPU", "FSDP") and doc["num_processes"] >= 2
+    if doc["distributed_type"] == "FSDP":
+        assert doc["fsdp_config"]["fsdp_use_orig_params"] is True

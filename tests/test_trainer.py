@@ -99,3 +99,17 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path):
 def test_model_init_is_refused(tmp_path):
     with pytest.raises(ValueError, match="needs a model instance"):
         TransferTrainer(None, training_args(tmp_path), model_init=lambda: tiny_bert())
+
+
+def test_non_finite_loss_stops_training_and_names_the_step(tmp_path):
+    from tl_hf.trainer import NonFiniteLossError
+
+    model = tiny_bert()
+    tr = TransferTrainer(model, training_args(tmp_path, max_steps=6, learning_rate=1e12, save_strategy="steps",
+                                              save_steps=1, optim="sgd", max_grad_norm=0.0), train_dataset=TokenDataset())
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*learning rate too high") as e:
+        tr.train()
+    step = int(str(e.value).split("at step ")[1].split()[0])
+    assert 1 < step <= 6
+    saved = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
+    assert saved and max(saved) < step, "no checkpoint was written at or after the non-finite step"

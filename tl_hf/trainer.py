@@ -18,7 +18,7 @@ from .state import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransferTrainer", "GradualUnfreezingCallback", "STATE_FILE"]
+__all__ = ["TransferTrainer", "GradualUnfreezingCallback", "NonFiniteLossError", "STATE_FILE"]
 
 #: our own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
 STATE_FILE = "tl_hf_state.json"
@@ -93,6 +93,10 @@ class _GroupLRRecorder(TrainerCallback):
             self.trainable = sum(p.numel() for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stops before anything is saved over a good checkpoint."""
+
+
 class _RegularizerBinder(TrainerCallback):
     """Checks and binds the regularizers once training starts (after a resume restored their state)."""
 
@@ -116,6 +120,8 @@ class TransferTrainer(Trainer):
             ``gradual``.
         layer_map: a :class:`LayerMap` or rules ``{regex: depth | 'embeddings' | 'block' | 'head'}`` for a model that
             has no built-in map.
+        stop_on_non_finite: raise :class:`NonFiniteLossError` (naming the step) when the loss becomes NaN/inf,
+            instead of training on and saving a broken model.
         regularizers: forgetting regularizers (:mod:`tl_hf.regularizers` objects, or dicts ``{"name": "ewc", ...}``).
             Penalty gradients are added once per optimizer step, after the task loss's backward and before clipping;
             each penalty is logged as ``penalty/<name>``, apart from the task ``loss``.
@@ -129,7 +135,8 @@ class TransferTrainer(Trainer):
     def __init__(self, model=None, args=None, *rest, llrd: LLRDConfig | Mapping | None = None,
                  freezing: FreezingConfig | Mapping | None = None,
                  layer_map: LayerMap | Mapping | None = None,
-                 regularizers: list[Regularizer | Mapping] | None = None, **kwargs) -> None:
+                 regularizers: list[Regularizer | Mapping] | None = None, stop_on_non_finite: bool = True,
+                 **kwargs) -> None:
         if model is None:
             raise ValueError("TransferTrainer needs a model instance (model_init is not supported: the layer map and "
                              "freezing policy are built from the model)")
@@ -146,11 +153,13 @@ class TransferTrainer(Trainer):
         if len(set(names)) != len(names):
             raise ValueError(f"each regularizer may be given once, got {names}")
         self._micro_index = 0
+        self.stop_on_non_finite = stop_on_non_finite
         if not self.freezing.is_dynamic:
             # static policies are applied before the Trainer (and DDP) sees the model: frozen weights are excluded
             # from DDP's reducer, and backward stops at the lowest trainable depth.
             self.freezer.apply()
         super().__init__(model, args, *rest, **kwargs)
+        self._check_fsdp()
         # transformers 5.x trap (facts note §1): BERT-style heads return a plain mean CE and ignore
         # num_items_in_batch, yet the Trainer then skips the division by gradient_accumulation_steps and multiplies by
         # the number of processes. Treat every model's loss as a per-micro-batch mean instead.
@@ -174,6 +183,20 @@ class TransferTrainer(Trainer):
                     self.freezer.num_trainable())
 
     # -- setup ----------------------------------------------------------------------------------------------------
+    def _check_fsdp(self) -> None:
+        """FSDP1 flattens each wrapped module's parameters into one FlatParameter, whose requires_grad is all or
+        nothing: freezing part of it (or unfreezing later) fails inside torch unless the original parameters are
+        kept (use_orig_params=True). Detect that here and say so."""
+        if not getattr(self, "is_fsdp_enabled", False) or self.freezing.policy == "full":
+            return
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        version = getattr(plugin, "fsdp_version", 1)
+        if version == 1 and not getattr(plugin, "use_orig_params", False):
+            raise ValueError(
+                f"freezing policy {self.freezing.policy!r} under FSDP (version 1) needs use_orig_params=True: FSDP "
+                "flattens each wrapped module's parameters into one tensor whose requires_grad cannot be partly "
+                "False. Set fsdp_config: {use_orig_params: true} (or fsdp_version: 2), or use DDP.")
+
     def _check_ddp_args_for_unfreezing(self) -> None:
         a = self.args
         if a.ddp_static_graph:
@@ -210,6 +233,13 @@ class TransferTrainer(Trainer):
     # -- regularizers in the step ----------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.stop_on_non_finite and not torch.isfinite(loss):
+            model.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {self.state.global_step + 1} (epoch "
+                f"{self.state.epoch or 0:.2f}); nothing was saved after it. Likely causes: a learning rate too high "
+                f"for this model (now {self.args.learning_rate:g}), fp16 overflow (try bf16 or a smaller lr), or "
+                "labels outside the model's num_labels. Resume from the last checkpoint after fixing it.")
         self._micro_index += 1
         if self.accelerator.sync_gradients:  # last micro-batch of the accumulation window: once per optimizer step
             self._micro_index = 0
