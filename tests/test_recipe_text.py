@@ -150,3 +150,10 @@ def test_offline_metrics_follow_the_evaluate_interface():
 
     out = metrics.compute_metrics((np.eye(3)[preds], np.array(refs)))
     assert out["precision_class2"] == pytest.approx(sk.precision_score(refs, preds, average=None)[2])
+
+
+def test_regularizer_values_in_yaml_are_typed(tmp_path, tiny_model_dir, tiny_data):  # noqa: F811
+    cfg = _tiny_run_config(tmp_path, tiny_model_dir, tiny_data)
+    cfg.write_text(cfg.read_text() + "regularizers: [{name: ewc, lambda: 1e5, num_samples: 1e2}]\n")
+    spec = load_config(cfg).regularizers[0]
+    assert spec["lambda"] == 1e5 and isinstance(spec["lambda"], float) and spec["num_samples"] == 100

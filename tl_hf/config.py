@@ -419,12 +419,25 @@ def _build_run_config(raw: dict) -> RunConfig:
         raise ConfigError("regularizers must be a list of mappings with a name, e.g. [{name: l2sp, alpha: 0.01}]")
     from .regularizers import build_regularizer
 
-    for r in regs:  # validate now (unknown keys, negative strengths), build fresh objects at run time
+    from .regularizers import REGULARIZERS
+
+    typed = []
+    for i, r in enumerate(regs):  # coerce by field type (YAML 1e5 is a str), validate, build fresh objects later
+        r = dict(r)
+        cls = REGULARIZERS.get(r["name"])
+        if cls is not None:
+            hints = typing.get_type_hints(cls.config_cls)
+            aliases = getattr(cls.config_cls, "ALIASES", {})
+            for k, v in list(r.items()):
+                key = aliases.get(k, k)
+                if k != "name" and key in hints:
+                    r[k] = _coerce(v, hints[key], f"regularizers[{i}].{k}")
         try:
             build_regularizer(dict(r))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"regularizers: {_one_line(exc)}") from None
-    kwargs["regularizers"] = [dict(r) for r in regs]
+        typed.append(r)
+    kwargs["regularizers"] = typed
     if "llrd" not in raw:
         kwargs["llrd"] = LLRDConfig(decay=1.0)
     training = dict(TRAINING_DEFAULTS)

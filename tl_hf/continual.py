@@ -467,7 +467,8 @@ class ContinualRunner:
                     r.save(os.path.join(args.output_dir, "regularizers"), prefix=f"tl_hf_reg_{r.name}")
             for j in range(k + 1):
                 self._use_task_head(j)
-                R[k][j] = self.evaluate(self.tasks[j].eval)
+                allowed = self.task_labels[j] if self.scenario == "task_incremental" else None
+                R[k][j] = self.evaluate(self.tasks[j].eval, allowed)
             self._use_task_head(k)
             logger.info("after task %d: %s", k + 1, " ".join(f"acc[{names[j]}]={R[k][j]:.2f}" for j in range(k + 1)))
         metrics = accuracy_matrix_metrics(R)
@@ -501,8 +502,9 @@ class ContinualRunner:
                                png_path=png, train_metrics=train_metrics, heads=self.heads)
 
     @torch.no_grad()
-    def evaluate(self, dataset) -> float:
-        """Accuracy of the model (as it is now: the caller swaps the head in) on ``dataset``."""
+    def evaluate(self, dataset, allowed: Sequence[int] | None = None) -> float:
+        """Accuracy of the model (as it is now: the caller swaps the head in) on ``dataset``. ``allowed``: the only
+        outputs a prediction may pick (task-incremental: the task's own labels, since its head may be wider)."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -517,6 +519,10 @@ class ContinualRunner:
                 out = model(**inputs)
                 logits = out["logits"] if isinstance(out, dict) or hasattr(out, "keys") else \
                     (out[0] if isinstance(out, (tuple, list)) else out)
+                if allowed is not None:
+                    mask = torch.full_like(logits, float("-inf"))
+                    mask[..., list(allowed)] = 0.0
+                    logits = logits + mask
                 pred = logits.argmax(-1).cpu()
                 correct += int((pred == labels.view(-1)).sum())
                 total += labels.numel()
