@@ -64,7 +64,7 @@ class ModelConfig:
 
 
 BUILTIN_DATASETS = ("sst2", "trec", "emotion")
-FILE_FORMATS = ("csv", "tsv", "json", "jsonl")
+FILE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 
 
 @dataclass
@@ -97,6 +97,13 @@ class DataConfig:
         "help": "Evaluate on a seeded random subset of this many rows (default: all)."})
     max_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this many tokens "
                                                            "(batches are padded dynamically)."})
+    hub_id: str | None = field(default=None, metadata={
+        "help": "A dataset on the Hugging Face Hub (e.g. 'stanfordnlp/sst2'); needs the network or the HF cache. "
+                "Column mapping as for files; splits from train_split / eval_split (default 'validation')."})
+    label_names: list[str] | None = field(default=None, metadata={
+        "help": "The label set, in id order. Labels outside it are an error. Default: from the training labels."})
+    eval_fraction: float | None = field(default=None, metadata={
+        "help": "Without eval data: hold out this seeded fraction of the training rows for evaluation."})
     seed: int | None = field(default=None, metadata={"help": "Seed of the subsetting. Default: training.seed."})
 
     def __post_init__(self) -> None:
@@ -105,7 +112,11 @@ class DataConfig:
             raise ConfigError(f"data.dataset: unknown dataset {self.dataset!r}"
                               + (f"; did you mean {close[0]!r}?" if close else "")
                               + f" Built-in: {', '.join(BUILTIN_DATASETS)}; or set data.train_file/data.eval_file")
-        if self.dataset is None and self.train_file is None and self.eval_file is None:
+        if self.eval_fraction is not None and not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.hub_id is not None and (self.dataset or self.train_file or self.eval_file):
+            raise ConfigError("data: set one of data.dataset, data.hub_id or data.train_file/eval_file")
+        if self.dataset is None and self.train_file is None and self.eval_file is None and self.hub_id is None:
             raise ConfigError("data: set data.dataset (built-in: " + ", ".join(BUILTIN_DATASETS)
                               + ") or data.train_file / data.eval_file")
         if self.dataset is not None and (self.train_file or self.eval_file):

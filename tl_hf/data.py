@@ -68,8 +68,15 @@ def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: boo
     seed = cfg.seed if cfg.seed is not None else seed
     if cfg.dataset is not None:
         data = _load_builtin(cfg, need_train)
+    elif cfg.hub_id is not None:
+        data = _load_hub(cfg, need_train)
     else:
         data = _load_files(cfg, need_train)
+    if data.eval is None and cfg.eval_fraction is not None and data.train is not None:
+        split = data.train.train_test_split(test_size=cfg.eval_fraction, seed=seed)
+        data.train, data.eval = split["train"], split["test"]
+        data.sources["eval"] = f"{cfg.eval_fraction:.0%} of {data.sources.get('train')} (seed {seed})"
+        data.sources["eval_split"] = "held-out"
     if data.train is not None and cfg.max_train_samples is not None and cfg.max_train_samples < len(data.train):
         data.train = data.train.shuffle(seed=seed).select(range(cfg.max_train_samples))
     if data.eval is not None and cfg.max_eval_samples is not None and cfg.max_eval_samples < len(data.eval):
@@ -215,10 +222,10 @@ def _format_of(path: Path, fmt: str | None) -> str:
     if fmt:
         return fmt
     suffix = path.suffix.lower().lstrip(".")
-    if suffix in ("csv", "tsv", "json", "jsonl"):
+    if suffix in ("csv", "tsv", "json", "jsonl", "parquet"):
         return suffix
-    raise DataError(f"cannot tell the format of {path} from its extension; set data.file_format to csv, tsv, json "
-                    "or jsonl")
+    raise DataError(f"cannot tell the format of {path} from its extension; set data.file_format to csv, tsv, json, "
+                    "jsonl or parquet")
 
 
 def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
@@ -240,7 +247,7 @@ def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
             if fmt == "tsv":
                 kwargs["delimiter"] = "\t"
         else:
-            builder = "json"
+            builder = "parquet" if fmt == "parquet" else "json"
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # "Generating data split" bars are noise for local files
         try:
@@ -251,7 +258,34 @@ def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
             if bars:
                 datasets.enable_progress_bars()
         raw[split] = ds
+    return _from_raw(cfg, raw, files)
 
+
+def _load_hub(cfg: DataConfig, need_train: bool) -> TextClassificationData:
+    """A dataset by Hub id: fails fast offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached."""
+    import datasets
+
+    from .models import _hub_reachable, _offline
+
+    if _offline() or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if _offline() else "the Hub cannot be reached"
+        raise DataError(f"data.hub_id={cfg.hub_id!r} needs the Hugging Face Hub, but {why}; use local files "
+                        "(data.train_file / data.eval_file) or a built-in dataset (data.dataset)")
+    splits = {"eval": cfg.eval_split or "validation"}
+    if need_train:
+        splits["train"] = cfg.train_split
+    raw = {}
+    for attr, split in splits.items():
+        try:
+            raw[attr] = datasets.load_dataset(cfg.hub_id, split=split)
+        except Exception as exc:  # noqa: BLE001 - offline / missing split / connection errors come in many types
+            msg = " ".join(str(exc).split())[:300]
+            raise DataError(f"cannot load split {split!r} of Hub dataset {cfg.hub_id!r}: {msg}. Offline, use local "
+                            "files (data.train_file / data.eval_file) or a built-in dataset") from None
+    return _from_raw(cfg, raw, {k: f"{cfg.hub_id}[{v}]" for k, v in splits.items()})
+
+
+def _from_raw(cfg: DataConfig, raw: dict, files: dict) -> TextClassificationData:
     columns = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
     for split, ds in raw.items():
         for key, col in zip(("text_column", "label_column", "text_pair_column"), columns):
@@ -260,6 +294,12 @@ def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
                                 f"{', '.join(ds.column_names)}")
 
     label_names = _label_names(raw, cfg.label_column, files)
+    if cfg.label_names:
+        outside = sorted(set(label_names) - set(cfg.label_names), key=str)
+        if outside and not all(n.isdigit() and int(n) < len(cfg.label_names) for n in label_names):
+            raise DataError(f"labels {outside[:5]} are outside the label set data.label_names="
+                            f"{list(cfg.label_names)}")
+        label_names = list(cfg.label_names)
     rename = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         rename[cfg.text_pair_column] = "text_pair"
