@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from conftest import real_data_root
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from tl_hf.continual import (ContinualRunner, Task, TensorDictDataset, accuracy_matrix_metrics, load_mnist_idx,
+from tl_hf.continual import (MLP_LAYER_MAP, SmallMLP, ContinualRunner, Task, TensorDictDataset, accuracy_matrix_metrics, load_mnist_idx,
                              plot_accuracy_matrix, run_continual, split_mnist_tasks)
 from tl_hf.regularizers import L2SP, Regularizer, RegularizerConfig
 
@@ -40,28 +38,8 @@ def mnist():
     return load_mnist_idx(_data_root())
 
 
-class MLP(nn.Module):
-    """784 -> hidden -> hidden -> head: a non-HF module (needs a custom layer map)."""
-
-    def __init__(self, num_labels: int, hidden: int = 64, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.embed = nn.Linear(28 * 28, hidden)
-        self.blocks = nn.ModuleList([nn.Linear(hidden, hidden)])
-        self.classifier = nn.Linear(hidden, num_labels)
-
-    def forward(self, pixel_values, labels=None):
-        h = F.relu(self.embed(pixel_values.flatten(1)))
-        for b in self.blocks:
-            h = F.relu(b(h))
-        logits = self.classifier(h)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = F.cross_entropy(logits, labels)
-        return out
-
-
-MLP_LAYER_MAP = {r"^embed\.": "embeddings", r"^blocks\.(\d+)\.": "block", r".*": "head"}
+def MLP(num_labels: int, hidden: int = 64, seed: int = 0):  # noqa: N802 - reads like the class it builds
+    return SmallMLP(num_labels, hidden=hidden, seed=seed)
 
 
 def _toy_tasks(pairs, n=16, scenario="class_incremental", seed=0):

@@ -42,7 +42,35 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ACCURACY_MATRIX_DEFINITIONS", "SCENARIOS", "ContinualResult", "ContinualRunner", "Task", "TensorDictDataset",
     "accuracy_matrix_metrics", "load_mnist_idx", "plot_accuracy_matrix", "run_continual", "split_mnist_tasks",
+    "MLP_LAYER_MAP", "SmallMLP",
 ]
+
+
+#: layer map of :class:`SmallMLP` (it has no ``config.model_type``)
+MLP_LAYER_MAP = {r"^embed\.": "embeddings", r"^blocks\.(\d+)\.": "block", r".*": "head"}
+
+
+class SmallMLP(torch.nn.Module):
+    """``784 -> hidden -> hidden -> num_labels`` with ReLU for Split-MNIST: ``embed`` (depth 0), ``blocks.0``,
+    ``classifier`` (the head the task-incremental runner swaps). ``forward(pixel_values, labels=None)`` returns
+    ``{"logits", "loss"}``. Use :data:`MLP_LAYER_MAP` as its layer map."""
+
+    def __init__(self, num_labels: int, hidden: int = 256, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Linear(28 * 28, hidden)
+        self.blocks = torch.nn.ModuleList([torch.nn.Linear(hidden, hidden)])
+        self.classifier = torch.nn.Linear(hidden, num_labels)
+
+    def forward(self, pixel_values, labels=None):
+        h = torch.relu(self.embed(pixel_values.flatten(1)))
+        for b in self.blocks:
+            h = torch.relu(b(h))
+        logits = self.classifier(h)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
 
 SCENARIOS = ("task_incremental", "class_incremental", "domain_incremental")
 Scenario = Literal["task_incremental", "class_incremental", "domain_incremental"]

@@ -83,7 +83,7 @@ SOURCE_KEYS = ("name", "dataset", "split", "train_file", "file_format", "text_co
                "label_column", "max_samples")
 
 #: layer map of the ``mlp`` model (``embed`` -> embeddings, ``blocks.i`` -> block i, everything else -> head)
-MLP_LAYER_MAP = {r"^embed\.": "embeddings", r"^blocks\.(\d+)\.": "block", r".*": "head"}
+from .continual import MLP_LAYER_MAP  # noqa: E402  (re-exported)
 _MLP_SPEC = re.compile(r"^mlp(?::(\d+))?$", re.IGNORECASE)
 
 
@@ -338,32 +338,10 @@ def domain_label_error(a_desc: str, a: list[str], b_desc: str, b: list[str], *, 
 # ---------------------------------------------------------------------------------------------------------------------
 
 def build_mlp(num_labels: int, hidden: int = 256, seed: int = 0):
-    """``784 -> hidden -> hidden -> num_labels`` with ReLU: ``embed``, ``blocks.0``, ``classifier`` (the head the
-    task-incremental runner swaps). ``forward(pixel_values, labels=None)`` returns ``{"logits", "loss"}``. Use
-    :data:`MLP_LAYER_MAP` as its layer map."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    """The Split-MNIST MLP (:class:`tl_hf.continual.SmallMLP`); its layer map is :data:`MLP_LAYER_MAP`."""
+    from .continual import SmallMLP
 
-    class MLP(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Linear(28 * 28, hidden)
-            self.blocks = nn.ModuleList([nn.Linear(hidden, hidden)])
-            self.classifier = nn.Linear(hidden, num_labels)
-
-        def forward(self, pixel_values, labels=None):
-            h = F.relu(self.embed(pixel_values.flatten(1)))
-            for b in self.blocks:
-                h = F.relu(b(h))
-            logits = self.classifier(h)
-            out = {"logits": logits}
-            if labels is not None:
-                out["loss"] = F.cross_entropy(logits, labels)
-            return out
-
-    torch.manual_seed(seed)
-    return MLP()
+    return SmallMLP(num_labels, hidden=hidden, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -200,18 +200,23 @@ def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
 
 # -- files ------------------------------------------------------------------------------------------------------------
 
-def _resolve_file(name: str, root: str | None) -> Path:
+def candidate_paths(name: str, root: str | None) -> list[Path]:
+    """Where a data path may be: as given if absolute; else under the data root first, then the current directory."""
     p = Path(name).expanduser()
     if p.is_absolute():
-        candidates = [p]
-    else:
-        candidates = []
-        try:
-            candidates.append(resolve_data_root(root) / p)
-        except DataError:
-            if root is not None:
-                raise
-        candidates.append(Path.cwd() / p)
+        return [p]
+    candidates = []
+    try:
+        candidates.append(resolve_data_root(root) / p)
+    except DataError:
+        if root is not None:
+            raise
+    candidates.append(Path.cwd() / p)
+    return candidates
+
+
+def _resolve_file(name: str, root: str | None) -> Path:
+    candidates = candidate_paths(name, root)
     for c in candidates:
         if c.is_file():
             return c

@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import ConfigError, RunConfig, register_task
-from .data import DataError, resolve_data_root
+from .data import DataError, candidate_paths, resolve_data_root
 from .models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
 from .run_common import (build_training_args, callbacks_for, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
@@ -390,13 +390,7 @@ def _resolve_dir(name: str, root: str | None, what: str) -> Path:
         if not p.is_dir():
             raise DataError(f"{what} not found: {p}" if not p.exists() else f"{what} {p} is not a directory")
         return p
-    candidates = []
-    try:
-        candidates.append(resolve_data_root(root) / p)
-    except DataError:
-        if root is not None:
-            raise
-    candidates.append(Path.cwd() / p)
+    candidates = candidate_paths(name, root)
     for c in candidates:
         if c.is_dir():
             return c
