@@ -300,6 +300,8 @@ class TransferTrainer(Trainer):
                 data = self._remove_unused_columns(data, description="end_task")
         except ImportError:  # pragma: no cover
             pass
+        amp = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
+        kwargs.setdefault("autocast_dtype", amp)  # the Fisher sees the model as training does; sums stay fp32
         for r in self.regularizers:
             r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 

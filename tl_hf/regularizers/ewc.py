@@ -72,14 +72,15 @@ class EWC(Regularizer):
         self._names: set[str] = set()
 
     # -- consolidation --------------------------------------------------------------------------------------------
-    def end_task(self, model, dataset, *, collate_fn=None, device=None, **kwargs) -> None:
+    def end_task(self, model, dataset, *, collate_fn=None, device=None, autocast_dtype=None, **kwargs) -> None:
         """Estimate the Fisher of ``model`` on ``dataset`` (full, unsharded; a DataLoader or a dataset) and take the
         current weights as anchors. Under ``torch.distributed`` every rank must call it."""
         batches = _as_batches(dataset, self.config.batch_size, collate_fn)
         names = [n for n, p in model.named_parameters() if not self.is_exempt(n)]
         fisher, n = estimate_fisher(model, batches, estimator=self.config.estimator,
                                     per_example=self.config.per_example, num_samples=self.config.num_samples,
-                                    param_names=names, seed=self.config.seed, device=device)
+                                    param_names=names, seed=self.config.seed, device=device,
+                                    autocast_dtype=autocast_dtype)
         anchors = {k: p.detach().float().clone() for k, p in model.named_parameters() if k in fisher}
         self._consolidate(fisher, anchors)
         cfg = _model_config(model)
@@ -133,10 +134,14 @@ class EWC(Regularizer):
             return
         for fisher, anchors in self.tasks:
             keep = [i for i, n in enumerate(ns) if n in fisher]
-            p = [ps[i].detach() for i in keep]
-            diff = torch._foreach_sub(p, [anchors[ns[i]].to(p[j].dtype) for j, i in enumerate(keep)])
-            torch._foreach_mul_(diff, [fisher[ns[i]].to(p[j].dtype) for j, i in enumerate(keep)])
-            torch._foreach_add_([gs[i] for i in keep], diff, alpha=lam)
+            # fp32 arithmetic (anchors and Fisher are fp32); a half-precision parameter is upcast first
+            p = [ps[i].detach() if ps[i].dtype == torch.float32 else ps[i].detach().float() for i in keep]
+            diff = torch._foreach_sub(p, [anchors[ns[i]] for i in keep])
+            torch._foreach_mul_(diff, [fisher[ns[i]] for i in keep])
+            grads = [gs[i] for i in keep]
+            if any(g.dtype != torch.float32 for g in grads):
+                diff = [d.to(g.dtype) for d, g in zip(diff, grads)]
+            torch._foreach_add_(grads, diff, alpha=lam)
 
     @torch.no_grad()
     def penalty_value(self, model) -> float:

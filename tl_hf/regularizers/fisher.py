@@ -23,6 +23,7 @@ total count, so the result equals the single-process Fisher over the same exampl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from typing import Callable, Iterable, Literal
@@ -71,8 +72,12 @@ def estimate_fisher(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: Callable[[int], None] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Diagonal Fisher of ``model`` over ``batches`` (dicts of tensors with ``labels``, as a DataLoader yields).
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward passes under autocast, as mixed-precision training
+    does; gradients are still squared and summed in float32 (squares of small half-precision gradients underflow).
 
     Returns ``(fisher, n)``: float32 tensors keyed by parameter name (for ``param_names``, default all parameters
     that require grad) and the number of examples used (over all processes). ``batches`` should be the *full*
@@ -94,6 +99,8 @@ def estimate_fisher(
     was_training = model.training
     saved_flags = {n: p.requires_grad for n, p in named.items()}
     model.eval()
+    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
     count = 0  # examples seen over all ranks, in data order
     local = 0
     n_batches = 0
@@ -117,10 +124,13 @@ def estimate_fisher(
             labels, u = labels[sel].to(device), u[sel]
             if per_example:
                 if idx:
-                    _per_example(model, named, fisher, inputs, labels, u, estimator, chunk_size)
+                    with amp:
+                        _per_example(model, named, fisher, inputs, labels, u, estimator, chunk_size)
             else:
                 # square the gradient of the *full* batch's mean loss: sum local gradients over ranks first
-                for grads in _summed_grads(model, named, list(fisher), inputs, labels, u, estimator, idx):
+                with amp:
+                    summed = _summed_grads(model, named, list(fisher), inputs, labels, u, estimator, idx)
+                for grads in summed:
                     for n, g in zip(fisher, grads):
                         if world > 1:
                             torch.distributed.all_reduce(g)

@@ -77,8 +77,10 @@ class L2SP(Regularizer):
         if a:
             ns, ps, gs = foreach_params(named_params, set(self.anchors))
             if ns:
-                diff = torch._foreach_sub([p.detach() for p in ps], [self.anchors[n].to(p.dtype)
-                                                                      for n, p in zip(ns, ps)])
+                diff = torch._foreach_sub([p.detach() if p.dtype == torch.float32 else p.detach().float()
+                                           for p in ps], [self.anchors[n] for n in ns])  # fp32 arithmetic
+                if any(g.dtype != torch.float32 for g in gs):
+                    diff = [d.to(g.dtype) for d, g in zip(diff, gs)]
                 torch._foreach_add_(gs, diff, alpha=a)
         if b:
             ns, ps, gs = foreach_params(named_params, self.new)
