@@ -76,8 +76,12 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
     if local:
         try:
             return loader.from_pretrained(location, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the {what} from {location}: {_one_line(exc)}") from None
+        except (OSError, ValueError, _safetensors_error()) as exc:
+            detail = _one_line(exc)
+            if isinstance(exc, _safetensors_error()):
+                files = sorted(p.name for p in Path(location).glob("*.safetensors"))
+                detail = f"{', '.join(files) or 'a .safetensors file'} is truncated or corrupt ({detail})"
+            raise ModelLoadError(f"cannot load the {what} from {location}: {detail}") from None
     try:  # a Hub id that is already in the local HF cache
         return loader.from_pretrained(location, local_files_only=True, **kwargs)
     except (OSError, ValueError):
@@ -97,6 +101,15 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
 
 
 from_pretrained = _from_pretrained
+
+
+def _safetensors_error() -> type[BaseException]:
+    try:
+        from safetensors import SafetensorError
+
+        return SafetensorError
+    except ImportError:  # pragma: no cover
+        return ValueError
 
 
 def _one_line(exc: BaseException) -> str:

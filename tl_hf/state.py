@@ -7,7 +7,7 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_write_json", "read_json", "CorruptStateError"]
+__all__ = ["atomic_write_json", "read_json", "CorruptStateError", "validate_checkpoint"]
 
 
 class CorruptStateError(ValueError):
@@ -38,3 +38,38 @@ def read_json(path: str) -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise CorruptStateError(f"{path} is truncated or corrupt ({exc}); resume from an earlier checkpoint") from None
+
+
+def validate_checkpoint(folder: str) -> None:
+    """Check every file of a checkpoint before resuming from it: JSON parses, safetensors headers read, torch
+    pickles (optimizer/scheduler/RNG, written by transformers) are complete zip archives. A crash while a checkpoint
+    was being written leaves such a file truncated; say which one instead of failing deep inside a library."""
+    import zipfile
+
+    if not os.path.isdir(folder):
+        raise CorruptStateError(f"checkpoint {folder} does not exist")
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        problem = None
+        if name.endswith(".json"):
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                problem = str(exc)
+        elif name.endswith(".safetensors"):
+            try:
+                from safetensors import safe_open
+
+                with safe_open(path, framework="pt") as f:
+                    f.keys()
+            except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+                problem = str(exc)
+        elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(path):
+            problem = "not a complete archive"
+        if problem:
+            raise CorruptStateError(
+                f"checkpoint {folder} is unusable: {path} is truncated or corrupt ({' '.join(problem.split())[:120]});"
+                " resume from an earlier checkpoint (training.resume_from_checkpoint=...) or delete this one")

@@ -14,7 +14,7 @@ from .freezing import FreezingConfig, FreezingController
 from .layers import LayerMap, get_layer_map
 from .optim import LLRDConfig, group_lrs, param_groups_layer_decay
 from .regularizers import Regularizer, build_regularizer
-from .state import atomic_write_json, read_json
+from .state import atomic_write_json, read_json, validate_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +352,7 @@ class TransferTrainer(Trainer):
             atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        validate_checkpoint(resume_from_checkpoint)  # before anything is loaded: name a truncated file
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, STATE_FILE)
         if os.path.exists(path):
