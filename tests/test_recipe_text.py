@@ -157,3 +157,20 @@ def test_regularizer_values_in_yaml_are_typed(tmp_path, tiny_model_dir, tiny_dat
     cfg.write_text(cfg.read_text() + "regularizers: [{name: ewc, lambda: 1e5, num_samples: 1e2}]\n")
     spec = load_config(cfg).regularizers[0]
     assert spec["lambda"] == 1e5 and isinstance(spec["lambda"], float) and spec["num_samples"] == 100
+
+
+def test_remote_code_is_off_unless_the_config_asks(tmp_path, tiny_model_dir, tiny_data):  # noqa: F811
+    from tl_hf.models import _from_pretrained
+
+    seen = {}
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(location, **kw):
+            seen.update(kw)
+            return "ok"
+
+    assert _from_pretrained(Loader, str(tiny_model_dir), "model") == "ok" and seen["trust_remote_code"] is False
+    cfg = load_config(_tiny_run_config(tmp_path, tiny_model_dir, tiny_data), ["model.trust_remote_code=true"])
+    assert cfg.model.trust_remote_code is True
+    assert load_config(_tiny_run_config(tmp_path, tiny_model_dir, tiny_data)).model.trust_remote_code is False

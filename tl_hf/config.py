@@ -55,6 +55,8 @@ class ModelConfig:
         "help": "Number of classes. Default: inferred from the training labels."})
     save_model: bool = field(default=False, metadata={
         "help": "Save the fine-tuned model and tokenizer to training.output_dir after training."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Allow a model repo's own Python code to run (transformers trust_remote_code). Off unless set."})
 
     def __post_init__(self) -> None:
         if not self.name_or_path.strip():

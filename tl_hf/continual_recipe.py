@@ -488,7 +488,7 @@ def _load_tokenizer(cfg: RunConfig):
 
     from .models import _from_pretrained
 
-    return _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer")
+    return _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
 
 
 def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
@@ -549,7 +549,7 @@ def _build_model(cfg: RunConfig, prep: _Prepared, seed: int):
             return build_mlp(prep.num_labels, hidden=hidden, seed=seed), dict(MLP_LAYER_MAP)
         from transformers import AutoConfig, AutoModelForImageClassification
 
-        conf = _from_pretrained(AutoConfig, name, "model config")
+        conf = _from_pretrained(AutoConfig, name, "model config", trust_remote_code=cfg.model.trust_remote_code)
         channels = getattr(conf, "num_channels", 1)
         size = getattr(conf, "image_size", 28)
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
@@ -557,7 +557,7 @@ def _build_model(cfg: RunConfig, prep: _Prepared, seed: int):
             raise ConfigError(f"model {name!r} takes {channels}-channel {size[0]} x {size[1]} images, but Split-MNIST "
                               "examples are grey 1 x 28 x 28; use a model with num_channels 1 (and image_size 28), "
                               "or model.name_or_path=mlp")
-        model = _from_pretrained(AutoModelForImageClassification, name, "model", num_labels=prep.num_labels,
+        model = _from_pretrained(AutoModelForImageClassification, name, "model", trust_remote_code=cfg.model.trust_remote_code, num_labels=prep.num_labels,
                                  id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
         return model, None
     if _MLP_SPEC.match(name):
@@ -565,7 +565,7 @@ def _build_model(cfg: RunConfig, prep: _Prepared, seed: int):
                           "sequence-classification model, e.g. bundled:all-MiniLM-L6-v2")
     from transformers import AutoModelForSequenceClassification
 
-    model = _from_pretrained(AutoModelForSequenceClassification, name, "model", num_labels=prep.num_labels,
+    model = _from_pretrained(AutoModelForSequenceClassification, name, "model", trust_remote_code=cfg.model.trust_remote_code, num_labels=prep.num_labels,
                              id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
     return model, None
 

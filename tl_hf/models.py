@@ -72,6 +72,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _from_pretrained(loader, name: str, what: str, **kwargs):
     """``loader.from_pretrained`` that fails fast, with one clear message, when a Hub id cannot be fetched."""
+    kwargs.setdefault("trust_remote_code", False)  # a repo's own code runs only when a config asks for it
     location, local = resolve_model_path(name)
     if local:
         try:

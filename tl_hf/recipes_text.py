@@ -38,11 +38,11 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     if num_labels < data.num_labels:
         raise ValueError(f"model.num_labels={num_labels} but the data has {data.num_labels} labels "
                          f"({', '.join(data.label_names)})")
-    tokenizer = _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer")
+    tokenizer = _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
     data = tokenize_datasets(data, tokenizer, cfg.data.max_length)
 
     names = data.label_names + [str(i) for i in range(len(data.label_names), num_labels)]
-    model = _from_pretrained(AutoModelForSequenceClassification, cfg.model.name_or_path, "model",
+    model = _from_pretrained(AutoModelForSequenceClassification, cfg.model.name_or_path, "model", trust_remote_code=cfg.model.trust_remote_code,
                              num_labels=num_labels, id2label=dict(enumerate(names)),
                              label2id={n: i for i, n in enumerate(names)})
     from .layers import get_layer_map

@@ -687,7 +687,7 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         raise ConfigError(f"model.num_labels={num_labels} but the data has {data.num_labels} labels "
                           f"({', '.join(data.label_names)})")
     names = data.label_names + [str(i) for i in range(len(data.label_names), num_labels)]
-    model = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model",
+    model = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model", trust_remote_code=cfg.model.trust_remote_code,
                              num_labels=num_labels, id2label=dict(enumerate(names)),
                              label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
     interpolate = False
