@@ -390,3 +390,10 @@ def test_penalty_of_a_bf16_model_is_computed_in_fp32():
         expect = (10.0 * fisher[n] * (p.detach().float() - anchors[n])).to(torch.bfloat16)
         assert p.grad.dtype == torch.bfloat16
         torch.testing.assert_close(p.grad, expect, rtol=1e-2, atol=1e-6, msg=n)
+
+
+def test_checkpoint_without_our_state_is_refused_when_regularizers_need_it(tmp_path):
+    _resume_run(tmp_path, 3)
+    os.remove(tmp_path / "checkpoint-3" / "tl_hf_state.json")
+    with pytest.raises(ValueError, match=r"checkpoint-3 has no tl_hf_state.json.*\(ewc, replay, l2sp\) is missing"):
+        _resume_run(tmp_path, 7, resume=str(tmp_path / "checkpoint-3"))

@@ -54,8 +54,15 @@ class GradualUnfreezingCallback(TrainerCallback):
         if c.phase is None or state.global_step == 0:
             phase = c.phase_at(self._position(state))
             c.apply(phase)
-            c.phase_start_step = state.global_step
-            c.rewarm_depths = []
+            c.phase_start_step, c.rewarm_depths = state.global_step, []
+            if state.global_step > 0 and phase > 0:
+                # resumed without tl_hf_state.json: derive the phase's start and re-warm from the schedule
+                if self.schedule.unit == "step":
+                    c.phase_start_step = c.phases[phase][0]
+                    c.rewarm_depths = sorted(c.phases[phase][1] - c.phases[phase - 1][1])
+                elif self.schedule.rewarm_steps:
+                    logger.warning("resumed without %s: the LR re-warm of phase %d restarts at step %d",
+                                   STATE_FILE, phase, state.global_step)
         else:  # resumed: the phase (and its start) came from the checkpoint's tl_hf_state.json
             c.apply(c.phase)
         logger.info("gradual unfreezing: phase %d, trainable depths %s, %d trainable parameters",
@@ -343,13 +350,16 @@ class TransferTrainer(Trainer):
             r.load(checkpoint, prefix=f"tl_hf_reg_{r.name}")
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
         if self.args.should_save:
+            # written FIRST: transformers writes trainer_state.json near the end of its own save, and a checkpoint
+            # without it is not resumable; so a crash at any point leaves either a checkpoint with all of tl_hf's
+            # state, or one that transformers itself refuses, never a complete-looking one without our state
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
             for r in self.regularizers:
                 r.save(folder, prefix=f"tl_hf_reg_{r.name}")
-            # written last: its presence marks the extra state as complete
             atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
+        super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         validate_checkpoint(resume_from_checkpoint)  # before anything is loaded: name a truncated file
@@ -358,6 +368,13 @@ class TransferTrainer(Trainer):
         if os.path.exists(path):
             self.load_extra_state(read_json(path), resume_from_checkpoint)
         else:
+            if self.regularizers:
+                from .state import CorruptStateError
+
+                raise CorruptStateError(
+                    f"{resume_from_checkpoint} has no {STATE_FILE}, so the state of the regularizers "
+                    f"({', '.join(r.name for r in self.regularizers)}) is missing: it was not written by tl_hf or is "
+                    "incomplete; resume from another checkpoint")
             logger.warning("%s has no %s (not written by tl_hf?): the unfreezing phase is derived from the step",
                            resume_from_checkpoint, STATE_FILE)
             self.freezer.phase = None
