@@ -37,6 +37,14 @@ def test_regularizers_under_two_processes(tmp_path):
                                            msg=f"{est} per_example={per_ex} {k} on rank {meta['rank']}")
     (m0, t0), (m1, t1) = ranks
     assert m0["memory"] == m1["memory"] and len(m0["memory"]) == 6, "ranks built different replay memories"
+    # LLRD groups and their learning rates are the same on both ranks, and the single-process function's
+    from tl_hf import param_groups_layer_decay
+
+    assert m0["groups"] == m1["groups"] and m0["group_lr_logs"] == m1["group_lr_logs"]
+    ref_groups = param_groups_layer_decay(tiny_bert(num_labels=3, seed=0), lr=1e-3, decay=0.8, weight_decay=0.0)
+    assert [[g["name"], g["depth"], len(g["params"])] for g in ref_groups] == [[n, d, k] for n, d, _, _, k in m0["groups"]]
+    assert [g["lr"] for g in ref_groups] == pytest.approx([lr for _, _, lr, _, _ in m0["groups"]], rel=1e-12)
+    assert len({lr for _, _, lr, _, _ in m0["groups"]}) == 4  # embeddings, layer.0, layer.1, head: all different
     assert m0["penalty_logged"] and m0["penalty_logged"][-1] > 0
     finals = [k for k in t0 if k.startswith("final/")]
     diff = [k for k in finals if not torch.equal(t0[k], t1[k])]

@@ -113,3 +113,17 @@ def test_non_finite_loss_stops_training_and_names_the_step(tmp_path):
     assert 1 < step <= 6
     saved = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
     assert saved and max(saved) < step, "no checkpoint was written at or after the non-finite step"
+
+
+def test_partial_freezing_under_fsdp1_without_orig_params_is_explained(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    tr = TransferTrainer(tiny_bert(), training_args(tmp_path), train_dataset=TokenDataset(),
+                         freezing={"policy": "top_k", "k": 1})
+    monkeypatch.setattr(tr, "is_fsdp_enabled", True, raising=False)
+    monkeypatch.setattr(tr, "accelerator", SimpleNamespace(state=SimpleNamespace(
+        fsdp_plugin=SimpleNamespace(fsdp_version=1, use_orig_params=False))))
+    with pytest.raises(ValueError, match=r"'top_k' under FSDP \(version 1\) needs use_orig_params=True"):
+        tr._check_fsdp()
+    tr.accelerator.state.fsdp_plugin.use_orig_params = True
+    tr._check_fsdp()  # fine with the original parameters kept

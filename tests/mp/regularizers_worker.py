@@ -50,8 +50,12 @@ def main(out: str) -> None:
     rep.end_task(model, data, source="t1")
     meta["memory"] = [list(p) for p in rep.memory.provenance]
     trainer = TransferTrainer(model, args, train_dataset=TokenDataset(n=32, seed=2),
-                              regularizers=[ewc, rep, L2SP(alpha=1.0)])
+                              regularizers=[ewc, rep, L2SP(alpha=1.0)], llrd={"decay": 0.8})
     trainer.train()
+    meta["groups"] = [[g["name"], g["depth"], g["initial_lr"], g["weight_decay"], len(g["params"])]
+                      for g in trainer.optimizer.param_groups]
+    meta["group_lr_logs"] = [{k: v for k, v in h.items() if k.startswith("lr/")} for h in trainer.state.log_history
+                             if "lr/head" in h]
     meta["penalty_logged"] = [h.get("penalty/ewc") for h in trainer.state.log_history if "penalty/ewc" in h]
     tensors.update({f"final/{k}": v.detach().clone() for k, v in model.named_parameters()})
 
