@@ -69,6 +69,16 @@ BUILTIN_DATASETS = ("sst2", "trec", "emotion")
 FILE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 
 
+def check_text_limits(data) -> None:
+    """Shared checks of a text data section: sample limits >= 1 (or null) and max_length >= 2."""
+    for name in ("max_train_samples", "max_eval_samples"):
+        v = getattr(data, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"data.{name} must be >= 1 (or null for all rows), got {v}")
+    if data.max_length < 2:
+        raise ConfigError(f"data.max_length must be >= 2, got {data.max_length}")
+
+
 @dataclass
 class DataConfig:
     """Where the text-classification data comes from and how it is prepared."""
@@ -125,12 +135,7 @@ class DataConfig:
             raise ConfigError("data: set either data.dataset or data.train_file/data.eval_file, not both")
         if self.file_format is not None and self.file_format not in FILE_FORMATS:
             raise ConfigError(f"data.file_format must be one of {', '.join(FILE_FORMATS)}, got {self.file_format!r}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"data.{name} must be >= 1 (or null for all rows), got {v}")
-        if self.max_length < 2:
-            raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
+        check_text_limits(self)
 
 
 @dataclass

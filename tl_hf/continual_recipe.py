@@ -65,7 +65,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, register_task
+from .config import (BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, check_text_limits,
+                     register_task)
 
 __all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "KINDS", "MLP_LAYER_MAP", "TextSource",
            "build_mlp", "run_continual_recipe"]
@@ -161,12 +162,7 @@ class ContinualDataConfig:
         if self.scenario not in SCENARIOS:
             raise ConfigError(f"data.scenario: unknown continual-learning scenario {self.scenario!r}"
                               f"{_suggest(self.scenario, SCENARIOS)} Valid: {', '.join(SCENARIOS)}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"data.{name} must be >= 1 (or null for all rows), got {v}")
-        if self.max_length < 2:
-            raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
+        check_text_limits(self)
         if self.kind == "mnist":
             self._check_mnist()
         else:
