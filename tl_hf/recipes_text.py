@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import DataConfig, RunConfig, register_task
 from .models import _from_pretrained, resolve_model_path
-from .run_common import (build_training_args, callbacks_for, detect_last_checkpoint, finish_run, maybe_wrap_peft,
+from .run_common import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
 
 __all__ = ["run_text_classification"]
@@ -22,8 +22,6 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     from .data import load_text_classification, tokenize_datasets
-    from .metrics import compute_metrics
-    from .trainer import TransferTrainer
 
     start = time.perf_counter()
     args = build_training_args(cfg)  # validate TrainingArguments before any slow step
@@ -49,12 +47,9 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
 
     llrd, freezing = resolve_strategy(cfg, len(data.train), get_layer_map(model).num_blocks, log)
     model = maybe_wrap_peft(model, cfg)
-    trainer = TransferTrainer(
-        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
-        llrd=llrd, freezing=freezing, regularizers=[dict(r) for r in cfg.regularizers],
-        callbacks=callbacks_for(cfg),
-    )
+    trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=data.train,
+                            eval_dataset=data.eval, data_collator=DataCollatorWithPadding(tokenizer),
+                            processing_class=tokenizer)
     log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing "
         f"{freezing.policy}; train {len(data.train):,} rows ({data.sources.get('train')}), eval "

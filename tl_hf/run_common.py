@@ -15,7 +15,7 @@ from .config import ConfigError, RunConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_training_args", "detect_last_checkpoint", "resolve_strategy", "maybe_wrap_peft", "callbacks_for",
-           "finish_run", "PEFT_TARGETS"]
+           "build_trainer", "finish_run", "PEFT_TARGETS"]
 
 #: default LoRA target modules per model_type (query and value projections)
 PEFT_TARGETS = {
@@ -108,6 +108,19 @@ def callbacks_for(cfg: RunConfig) -> list:
         return [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping.patience,
                                       early_stopping_threshold=cfg.early_stopping.threshold)]
     return []
+
+
+def build_trainer(cfg: RunConfig, model, args, *, llrd, freezing, train_dataset, eval_dataset, data_collator,
+                  processing_class=None):
+    """The recipes' :class:`~tl_hf.TransferTrainer`: offline metrics, the config's regularizers and callbacks."""
+    from .metrics import compute_metrics
+    from .trainer import TransferTrainer
+
+    return TransferTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        processing_class=processing_class, data_collator=data_collator, compute_metrics=compute_metrics,
+        llrd=llrd, freezing=freezing, regularizers=[dict(r) for r in cfg.regularizers], callbacks=callbacks_for(cfg),
+    )
 
 
 def finish_run(trainer, cfg: RunConfig, *, label_names: list[str], train_size: int, eval_dataset=None,

@@ -44,7 +44,7 @@ import numpy as np
 from .config import ConfigError, RunConfig, register_task
 from .data import DataError, candidate_paths, resolve_data_root
 from .models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
-from .run_common import (build_training_args, callbacks_for, detect_last_checkpoint, finish_run, maybe_wrap_peft,
+from .run_common import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
 
 __all__ = ["BadImageWarning", "IMAGE_DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "ImageClassificationData",
@@ -661,8 +661,6 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     from transformers import AutoModelForImageClassification
 
     from .layers import get_layer_map
-    from .metrics import compute_metrics
-    from .trainer import TransferTrainer
 
     start = time.perf_counter()
     dcfg: ImageDataConfig = cfg.data
@@ -702,12 +700,8 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
 
     llrd, freezing = resolve_strategy(cfg, len(data.train), get_layer_map(model).num_blocks, log)
     model = maybe_wrap_peft(model, cfg, task_type=None)
-    trainer = TransferTrainer(
-        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-        data_collator=ImageCollator(interpolate), compute_metrics=compute_metrics,
-        llrd=llrd, freezing=freezing, regularizers=[dict(r) for r in cfg.regularizers],
-        callbacks=callbacks_for(cfg),
-    )
+    trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=data.train,
+                            eval_dataset=data.eval, data_collator=ImageCollator(interpolate))
     n_eval = len(data.eval) if data.eval is not None else 0
     log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
