@@ -256,7 +256,7 @@ def main(argv=None) -> int:
             cells += [f"{c['acc_mean']:.1f} ± {c['acc_std']:.1f}", f"{c['bwt_mean']:+.1f}"]
         pub = " / ".join(f"{PUBLISHED[sc][m]:.1f}" if m in PUBLISHED[sc] else "-" for sc in scenarios)
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {pub} |")
-    lines += ["", "![Split-MNIST](img/split_mnist.png)", "", "<!-- split_mnist:discussion -->"]
+    lines += ["", "![Split-MNIST](img/split_mnist.png)"]
     update_docs_section("split_mnist", "\n".join(lines))
     print("\n".join(lines))
     return 0

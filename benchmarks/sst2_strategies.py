@@ -163,7 +163,7 @@ def report(rows: list[dict]) -> None:
         lines.append(f"| {s:,} | " + " | ".join(cells) + " |")
     lines += ["", "![SST-2 strategies](img/sst2_strategies.png)", "",
               f"Raw numbers: `{res.relative_to(res.parents[2])}` (one row per run in `sst2_strategies.jsonl`).",
-              "", "<!-- sst2_strategies:discussion -->"]
+              ]
     update_docs_section("sst2_strategies", "\n".join(lines))
     print("\n".join(lines))
 

@@ -89,8 +89,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['scenario'].replace('_incremental', '-IL')} | {r['method']} | " + " | ".join(cells)
                      + f" | {r['ACC'] * 100:.1f} | {r['BWT'] * 100:+.1f} | "
                      f"{(sum(fg) / len(fg) * 100 if fg else 0):.1f} |")
-    lines += ["", f"Raw numbers (full accuracy matrices): `{res_path.relative_to(ROOT)}`.", "",
-              "<!-- text_sequence:discussion -->"]
+    lines += ["", f"Raw numbers (full accuracy matrices): `{res_path.relative_to(ROOT)}`."]
     update_docs_section("text_sequence", "\n".join(lines))
     print("\n".join(lines))
     return 0
