@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu", action="store_true", help="dry run on the CPU (no bf16, nothing recorded)")
-    ap.add_argument("--output-dir", default="outputs/gpu_smoke")
+    ap.add_argument("--output-dir", default=None,
+                    help="default: a fresh temporary folder (a continual run in an existing folder would resume)")
     args = ap.parse_args(argv)
     import torch
 
@@ -29,6 +30,11 @@ def main(argv=None) -> int:
         print("gpu_smoke: no CUDA device; use --cpu for a dry run", file=sys.stderr)
         return 2
     from tl_hf.cli import main as tl_main
+
+    if args.output_dir is None:
+        import tempfile
+
+        args.output_dir = tempfile.mkdtemp(prefix="tl_hf_gpu_smoke_")
 
     overrides = [
         "data.tasks=[trec, sst2]", "data.max_train_samples=256", "data.max_eval_samples=128",

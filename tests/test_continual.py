@@ -399,3 +399,36 @@ def test_split_mnist_naive_forgets_replay_and_ewc_keep_task1(mnist, tmp_path, se
     assert ewc_ti[2][2] >= 0.6
     assert m_ewc_ti["avg_forgetting"] < m_naive_ti["avg_forgetting"]
     assert math.isfinite(m_ewc_ti["BWT"]) and m_ewc_ti["BWT"] > m_naive_ti["BWT"]
+
+
+
+def test_each_task_starts_from_the_given_trainability_so_a_later_phase_unfreezes(tmp_path):
+    """Task 1 stops (2 steps) before the gradual schedule's second phase (step 3) unfreezes the backbone; task 2 runs
+    5 steps, so its backbone must train from step 3 on. If the runner let task 1's frozen flags leak into task 2, the
+    new freezing policy would take the backbone for 'frozen by someone else' and never train it."""
+    from transformers import TrainerCallback
+
+    from tl_hf.continual import MLP_LAYER_MAP
+
+    model = MLP(num_labels=4)
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            seen.append(("begin", model.embed.weight.detach().clone()))
+
+        def on_train_end(self, args, state, control, **kw):
+            seen.append(("end", model.embed.weight.detach().clone()))
+
+    freezing = {"policy": "gradual", "schedule": {"unit": "step", "phases": [{"start": 0, "depths": 0},
+                                                                             {"start": 3, "depths": 2}]}}
+    runner = ContinualRunner(model, _toy_tasks([(0, 1), (2, 3)], n=16), scenario="class_incremental",
+                             output_dir=str(tmp_path), plot=False,
+                             training_args=lambda k, task: _args(max_steps=2 if k == 0 else 5),
+                             trainer_kwargs={"layer_map": MLP_LAYER_MAP, "freezing": freezing,
+                                             "callbacks": [Record()]})
+    runner.run()
+    (_, t1_begin), (_, t1_end), (_, t2_begin), (_, t2_end) = seen
+    assert torch.equal(t1_begin, t1_end), "task 1 ends before the backbone's phase: the embedding stays frozen"
+    assert torch.equal(t1_end, t2_begin)
+    assert not torch.equal(t2_begin, t2_end), "task 2 reached step 3: its backbone must have trained"

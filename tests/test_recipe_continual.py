@@ -4,6 +4,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import real_data_root
@@ -287,3 +288,132 @@ def test_mnist_with_a_local_image_classifier(tmp_path, data_root):
     with pytest.raises(ConfigError, match="takes 3-channel 32 x 32 images, but Split-MNIST examples are grey"):
         run_continual_recipe(_cfg(*common, f"model.name_or_path={tmp_path / 'rgb'}",
                                   f"training.output_dir={tmp_path / 'o2'}"), log=lambda *_: None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# data.replay_source for Split-MNIST: MNIST digits no task uses, or an image folder converted to grey 28 x 28
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_mnist_replay_source_validation():
+    mn = ["data.kind=mnist", "data.scenario=class_incremental", "data.pairs=[[0, 1], [2, 3]]"]
+    cfg = _cfg(*mn, "data.replay_source={digits: [8, 9], max_samples: 200}")
+    spec = cfg.data.image_source_spec()
+    assert (spec.name, spec.digits, spec.imagefolder, spec.max_samples) == ("mnist_digits_8_9", [8, 9], None, 200)
+    assert _cfg(*mn, "data.replay_source={imagefolder: some/dir, name: pics}").data.image_source_spec().name == "pics"
+    with pytest.raises(ConfigError, match=r"data\.replay_source: unknown key 'digit'; did you mean 'digits'\? Valid "
+                                          r"keys for kind: mnist: name, digits, imagefolder, max_samples"):
+        _cfg(*mn, "data.replay_source={digit: [8, 9]}")
+    with pytest.raises(ConfigError, match=r"unknown key 'dataset' \(a text source's key; kind is mnist\)"):
+        _cfg(*mn, "data.replay_source={dataset: sst2}")
+    with pytest.raises(ConfigError, match="set exactly one of digits .* or imagefolder"):
+        _cfg(*mn, "data.replay_source={digits: [8], imagefolder: x}")
+    with pytest.raises(ConfigError, match="set exactly one of digits"):
+        _cfg(*mn, "data.replay_source={max_samples: 5}")
+    with pytest.raises(ConfigError, match=r"digits \[1, 8\]: digit 1 is also in task 1's group \[0, 1\]"):
+        _cfg(*mn, "data.replay_source={digits: [1, 8]}")
+    with pytest.raises(ConfigError, match=r"digits must be a list of digits in 0\.\.9"):
+        _cfg(*mn, "data.replay_source={digits: [8, 12]}")
+    with pytest.raises(ConfigError, match=r"max_samples must be an int >= 1"):
+        _cfg(*mn, "data.replay_source={digits: [8], max_samples: 0}")
+    with pytest.raises(ConfigError, match=r"replay_source .*task_incremental"):
+        _cfg("data.kind=mnist", "data.replay_source={digits: [8, 9]}")
+    dom = ["data.kind=mnist", "data.scenario=domain_incremental", "data.pairs=[[0, 1], [2, 3]]"]
+    assert _cfg(*dom, "data.replay_source={digits: [8, 9]}").data.image_source_spec().digits == [8, 9]
+    with pytest.raises(ConfigError, match=r"the source needs 2 digits like every task"):
+        _cfg(*dom, "data.replay_source={digits: [7]}")
+    with pytest.raises(ConfigError, match=r"imagefolder: domain_incremental needs the tasks' labels"):
+        _cfg(*dom, "data.replay_source={imagefolder: x}")
+
+
+def _mnist_source_config(tmp_path, data_root, source, budget, selection="reservoir"):
+    path = tmp_path / "src.yaml"
+    path.write_text(f"""
+task: continual
+model: {{name_or_path: "mlp:16"}}
+data: {{kind: mnist, scenario: class_incremental, pairs: [[0, 1], [2, 3]], max_per_task: 40, root: {data_root},
+       replay_source: {source}}}
+regularizers: [{{name: replay, budget: {budget}, selection: {selection}, seed: 0}}]
+training: {{output_dir: {tmp_path / 'out'}, max_steps: 2, per_device_train_batch_size: 8, seed: 0, disable_tqdm: true}}
+""")
+    return path
+
+
+def test_mnist_replay_source_digits_fill_the_memory_before_task_1(tmp_path, data_root, capsys):
+    from safetensors.torch import load_file
+
+    from tl_hf.continual import load_mnist_idx
+
+    cfg = _mnist_source_config(tmp_path, data_root, "{digits: [8, 9], max_samples: 5}", 12)
+    assert main(["run", str(cfg)]) == 2  # a budget larger than the source cannot be filled
+    err = capsys.readouterr().err
+    assert "replay budget 12 is larger than data.replay_source 'mnist_digits_8_9', which has 5 examples " \
+           "(data.replay_source.max_samples, or the images available)" in err
+    assert not (tmp_path / "out").exists()
+
+    cfg = _mnist_source_config(tmp_path, data_root, "{digits: [8, 9], max_samples: 30}", 12, "class_balanced")
+    assert main(["run", str(cfg)]) == 0
+    stdout = capsys.readouterr().out
+    assert "replay source mnist_digits_8_9: 30 examples (MNIST t10k digits [8, 9] (30 of 1983 images)), labels " \
+           "[8, 9]" in stdout
+    assert "replay memory filled from mnist_digits_8_9 before task 1: 12 examples" in stdout
+    assert "task 1/2 'task1' (class_incremental): 32 train examples, regularizers ['replay']" in stdout
+    res = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert res["num_labels"] == 10  # the digits keep their own outputs 8 and 9
+    assert res["replay_source"]["labels"] == [8, 9] and res["replay_source"]["samples"] == 30
+    by = res["replay_memory"]["by_source"]
+    assert res["replay_memory"]["size"] == 12 and set(by) == {"replay_source:mnist_digits_8_9", "task1", "task2"}
+    # class-balanced over 6 classes (0-3 and the source's 8, 9): 2 slots each, so the source keeps 4
+    assert by["replay_source:mnist_digits_8_9"] == 4
+    # the source's examples in memory are real MNIST 8s and 9s, labelled with their digit
+    state = tmp_path / "out" / "continual_state" / "after_task2" / "regularizers"
+    mem = load_file(str(state / "tl_hf_reg_replay.safetensors"))
+    prov = json.loads((state / "tl_hf_reg_replay.json").read_text())["meta"]["provenance"]
+    images, labels = load_mnist_idx(data_root)
+    eights_nines = torch.from_numpy(images[np.isin(labels, [8, 9])].astype(np.float32) / 255.0)
+    for i, (src, _) in enumerate(prov):
+        if src.startswith("replay_source:"):
+            assert int(mem["labels"][i]) in (8, 9)
+            assert (eights_nines - mem["pixel_values"][i, 0]).abs().flatten(1).max(1).values.min() == 0.0
+
+
+def test_mnist_replay_source_imagefolder_converted_to_grey_28(tmp_path, data_root, capsys):
+    from PIL import Image
+
+    from tl_hf.continual_recipe import _grey28
+
+    folder = tmp_path / "pics"
+    (folder / "bright").mkdir(parents=True)
+    (folder / "dark").mkdir()
+    for i in range(5):
+        Image.new("RGB", (40, 30), (100, 50, 200)).save(folder / "bright" / f"rgb{i}.png")  # luma 82.05 -> 82
+        Image.new("L", (64, 64), 20).save(folder / "dark" / f"grey{i}.png")
+    Image.new("RGB", (50, 50), (255, 255, 255)).save(folder / "bright" / "white.jpg")
+    Image.new("RGBA", (28, 28), (10, 10, 10, 0)).save(folder / "dark" / "alpha.png")
+    (folder / "dark" / "notes.txt").write_text("not an image")
+    assert (_grey28(str(folder / "bright" / "rgb0.png"), "w") == 82).all()
+    assert (_grey28(str(folder / "dark" / "grey0.png"), "w") == 20).all()
+    assert (_grey28(str(folder / "dark" / "alpha.png"), "w") == 10).all()
+    assert _grey28(str(folder / "bright" / "white.jpg"), "w").min() >= 250
+    assert _grey28(str(folder / "bright" / "rgb0.png"), "w").shape == (28, 28)
+
+    cfg = _mnist_source_config(tmp_path, data_root, f"{{imagefolder: {folder}}}", 12, "class_balanced")
+    assert main(["run", str(cfg)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"replay source pics: 12 examples ({folder} (12 of 12 images, grey 28 x 28)), labels [4, 5]" in stdout
+    assert "replay memory filled from pics before task 1: 12 examples" in stdout
+    assert "task 1/2 'task1' (class_incremental): 32 train examples, regularizers ['replay']" in stdout
+    res = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert res["num_labels"] == 6 and res["replay_source"]["class_names"] == ["bright", "dark"]
+    assert res["replay_memory"]["by_source"]["replay_source:pics"] == 4
+    from safetensors.torch import load_file
+
+    state = tmp_path / "out" / "continual_state" / "after_task2" / "regularizers"
+    mem = load_file(str(state / "tl_hf_reg_replay.safetensors"))
+    prov = json.loads((state / "tl_hf_reg_replay.json").read_text())["meta"]["provenance"]
+    seen = set()
+    for i, (src, _) in enumerate(prov):
+        if src == "replay_source:pics":
+            px, y = mem["pixel_values"][i], int(mem["labels"][i])
+            assert px.shape == (1, 28, 28) and float(px.min()) == float(px.max())  # constant images stay constant
+            seen.add((y, round(float(px[0, 0, 0]) * 255)))
+    assert seen <= {(4, 82), (4, 255), (4, 254), (4, 253), (5, 20), (5, 10)} and {y for y, _ in seen} == {4, 5}

@@ -4,8 +4,9 @@ One model is trained on tasks T1..Tn in order with :class:`~tl_hf.continual.Cont
 ``regularizers`` section, LLRD and freezing carried across tasks; the ``training`` section gives every task's
 ``TrainingArguments``), and after each task every task seen so far is evaluated. Outputs under
 ``training.output_dir``: ``accuracy_matrix.json`` / ``accuracy_matrix.png`` (from the runner), ``all_results.json``
-(ACC, BWT, forgetting, the matrix, per-task numbers), ``run_config.json``, one Trainer folder per task, and
-``heads/`` (one classifier per task, task-incremental only).
+(ACC, BWT, forgetting, the matrix, per-task numbers), ``run_config.json``, one Trainer folder per task, ``heads/``
+(one classifier per task, task-incremental only), ``continual_state/`` (what a resume needs, below) and, with
+``model.save_model`` or ``hub.push``, ``model/`` (the final weights and a ``README.md`` model card).
 
 Two kinds of task sequence (``data.kind``):
 
@@ -35,22 +36,62 @@ Two kinds of task sequence (``data.kind``):
   Labels: the digit itself in ``class_incremental`` (head = largest digit + 1), the position in the pair (0 / 1) in
   the two other scenarios (head = largest pair size).
 
-``data.replay_source`` (text, ``class_incremental`` or ``domain_incremental``, needs a ``replay`` regularizer): a
-dataset -- a built-in name or a mapping ``{dataset | train_file, split, text_column, label_column, max_samples}`` --
-whose training examples are offered to the replay memory *before task 1*, standing in for the pre-training data
-(memory then holds a mix of it and of every finished task, as the replay ``selection`` decides; replay already mixes
-memory into task 1). Its labels:
+``data.replay_source`` (``class_incremental`` or ``domain_incremental``, needs a ``replay`` regularizer): data whose
+examples are offered to the replay memory *before task 1*, standing in for the pre-training data (memory then holds a
+mix of it and of every finished task, as the replay ``selection`` decides; replay already mixes memory into task 1;
+``all_results.json`` counts the memory's examples per origin in ``replay_memory.by_source``, the source as
+``replay_source:<name>``). A budget larger than the source is refused. ``task_incremental`` refuses it: replayed
+examples would be trained through the current task's head with labels of another head (the runner refuses replay
+there for the same reason).
 
-* ``class_incremental``: its own block of the shared head, after every task's block (TREC + emotion + an SST-2 source:
-  0-5, 6-11, 12-13); those outputs take part in every prediction (class-incremental: argmax over the whole head) but
+* ``kind: text``: a dataset -- a built-in name or a mapping ``{dataset | train_file, split, text_column,
+  label_column, max_samples}``. ``class_incremental``: its labels get their own block of the shared head, after every
+  task's block (TREC + emotion + an SST-2 source: 0-5, 6-11, 12-13); those outputs take part in every prediction but
   no task evaluates them. It may not be one of the tasks' datasets (that would give the same classes two ids).
-* ``domain_incremental``: it must have the tasks' label names (another domain of the same problem).
-* ``task_incremental``: refused -- replayed examples would be trained through the current task's head with labels of
-  another head (the runner refuses replay there for the same reason).
+  ``domain_incremental``: it must have the tasks' label names (another domain of the same problem).
+* ``kind: mnist``: a mapping with exactly one of
+
+  - ``digits: [8, 9]`` -- MNIST t10k images of digits that no task uses (a digit of a task is refused: the source
+    would share images, even eval images, with it). Labels: the digits themselves in ``class_incremental`` (the head
+    grows to the largest digit + 1); the position in the list in ``domain_incremental``, which needs as many digits
+    as each task's group.
+  - ``imagefolder: DIR`` -- class subfolders of image files (any format Pillow reads; relative paths are looked up
+    under the data root first, then the current directory), each image flattened to RGB, converted to grey (ITU-R
+    601-2 luma) and resized to 28 x 28 (bilinear, the whole image), as floats in [0, 1] like the tasks' images.
+    ``class_incremental`` only: its classes (sorted folder names) get their own block after the tasks' labels.
+
+  and optionally ``max_samples`` (a seeded random sample; default all) and ``name`` (default ``mnist_digits_8_9`` /
+  the folder's name). Other keys are refused with the closest valid key suggested.
+
+Resume: a run interrupted at any point continues when it is started again with the same ``training.output_dir``
+and the same config. After each finished task the runner writes ``continual_state/after_task<k>/`` atomically
+(JSON + safetensors, never pickle): the rows of the accuracy matrix so far, the train metrics, the model weights and
+which parameters are frozen, the per-task heads, and every regularizer's state (EWC / online EWC Fisher and anchors,
+L2-SP anchors, the replay memory with its provenance and RNG). The rerun logs ``resuming after task k/n``, restores
+it all (the replay source is not offered again) and goes on with task ``k+1``, giving the same accuracy matrix and
+weights as an uninterrupted run. An interrupted task whose folder holds ``checkpoint-*`` folders
+(``training.save_strategy: steps``) resumes from the newest one through the Trainer's ``resume_from_checkpoint``
+(TransferTrainer restores its own state from it). ``continual_state/run.json`` records the config at the start; a
+rerun whose config differs in anything but output / logging settings (``data.root``, ``model.save_model``,
+``hub``, ``training.output_dir / logging_* / save_* / report_to / disable_tqdm / per_device_eval_batch_size /
+dataloader_*``...) is refused with a one-line error naming the differences -- use a fresh ``training.output_dir``
+or delete the old one to start over (as with the text recipe's checkpoints; transformers 5 has no
+``overwrite_output_dir``). An earlier run that finished no task and left no checkpoint has nothing to resume: a
+changed config then simply starts over. A truncated or corrupt state file is named in a one-line error.
+``training.resume_from_checkpoint`` is refused (resuming is automatic).
+
+Model card and push: with ``model.save_model`` or ``hub.push`` the final model is saved in ``output_dir/model`` with
+a ``README.md`` (:func:`tl_hf.hub.write_continual_model_card`): base model, scenario, the task sequence with data
+sizes, LLRD and freezing, the regularizers and their strengths, the accuracy matrix, ACC / BWT / forgetting, and
+``model-index`` results (the final accuracy on every task); tokens are never written. ``hub.push: true`` then uploads
+``model/`` (and ``heads/`` for task-incremental runs, as ``heads/`` in the repo) in one commit to ``hub.repo_id`` at
+$HF_ENDPOINT (:func:`tl_hf.hub.push_folder`); offline (``HF_HUB_OFFLINE=1``) or with the Hub unreachable it fails at
+once with :class:`~tl_hf.hub.HubUnavailableError`, after every output (the model included) is saved locally. Only the
+main process saves the model, writes the card and pushes.
 
 Unsupported here (each is a clear error): ``peft.enabled``, ``early_stopping.patience > 0``, ``training.eval_strategy``
-other than ``no`` (the runner evaluates every task itself), ``hub.push``. ``strategy: auto`` chooses freezing and LLRD
-from the size of task 1's training set.
+other than ``no`` (the runner evaluates every task itself), ``training.resume_from_checkpoint``. ``strategy: auto``
+chooses freezing and LLRD from the size of task 1's training set.
 """
 
 from __future__ import annotations
@@ -68,7 +109,8 @@ from typing import Any, Callable
 from .config import (BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, check_text_limits,
                      register_task)
 
-__all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "KINDS", "MLP_LAYER_MAP", "TextSource",
+__all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "ImageSource", "KINDS", "MLP_LAYER_MAP",
+           "STATE_DIR", "TextSource", "resume_fingerprint",
            "build_mlp", "run_continual_recipe"]
 
 KINDS = ("text", "mnist")
@@ -79,9 +121,11 @@ DEFAULT_PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 #: keys of a ``data.tasks`` mapping; everything but ``name`` goes to :class:`~tl_hf.config.DataConfig`
 TASK_KEYS = ("name", "dataset", "train_split", "eval_split", "train_file", "eval_file", "file_format", "text_column",
              "text_pair_column", "label_column", "max_train_samples", "max_eval_samples")
-#: keys of a ``data.replay_source`` mapping
+#: keys of a ``data.replay_source`` mapping (kind: text)
 SOURCE_KEYS = ("name", "dataset", "split", "train_file", "file_format", "text_column", "text_pair_column",
                "label_column", "max_samples")
+#: keys of a ``data.replay_source`` mapping (kind: mnist)
+IMAGE_SOURCE_KEYS = ("name", "digits", "imagefolder", "max_samples")
 
 #: layer map of the ``mlp`` model (``embed`` -> embeddings, ``blocks.i`` -> block i, everything else -> head)
 from .continual import MLP_LAYER_MAP  # noqa: E402  (re-exported)
@@ -120,6 +164,18 @@ class TextSource:
 
 
 @dataclass
+class ImageSource:
+    """The replay source of a Split-MNIST run (``data.replay_source`` with ``kind: mnist``): MNIST images of
+    ``digits`` that no task uses, or the images of an ``imagefolder`` (class subfolders), converted to grey 28 x 28."""
+
+    name: str
+    digits: list[int] | None = None
+    imagefolder: str | None = None
+    max_samples: int | None = None
+    where: str = "data.replay_source"
+
+
+@dataclass
 class ContinualDataConfig:
     """The task sequence of a continual-learning run (``task: continual``)."""
 
@@ -149,11 +205,13 @@ class ContinualDataConfig:
     seed: int | None = field(default=None, metadata={"help": "Seed of subsetting and splits. Default: "
                                                              "training.seed."})
     replay_source: str | dict | None = field(default=None, metadata={
-        "help": "text, class_incremental or domain_incremental, with a replay regularizer: a dataset (built-in name "
-                "or mapping {dataset | train_file, split, text_column, label_column, max_samples}) whose training "
-                "examples fill the replay memory before task 1, standing in for pre-training data. "
-                "class_incremental: its labels get their own block of the head after the tasks'; "
-                "domain_incremental: it must have the tasks' label names."})
+        "help": "class_incremental or domain_incremental, with a replay regularizer: data whose examples fill the "
+                "replay memory before task 1, standing in for pre-training data. text: a dataset (built-in name or "
+                "mapping {dataset | train_file, split, text_column, label_column, max_samples}); mnist: a mapping "
+                "{digits: [8, 9], max_samples} (MNIST images of digits no task uses) or {imagefolder: DIR, "
+                "max_samples} (class subfolders of any images, converted to grey 28 x 28; class_incremental only). "
+                "class_incremental: its labels get their own outputs of the head (digits: the digits themselves; "
+                "otherwise a block after the tasks'); domain_incremental: it must have the tasks' labels."})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -170,11 +228,9 @@ class ContinualDataConfig:
 
     # -- mnist ----------------------------------------------------------------------------------------------------
     def _check_mnist(self) -> None:
-        for key in ("tasks", "max_train_samples", "max_eval_samples", "replay_source"):
+        for key in ("tasks", "max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
-                hint = {"tasks": "Split-MNIST tasks are set by data.pairs",
-                        "replay_source": "replay_source takes a text dataset; with Split-MNIST the replay memory "
-                                         "is filled from the finished tasks only"}.get(key, "use data.max_per_task")
+                hint = {"tasks": "Split-MNIST tasks are set by data.pairs"}.get(key, "use data.max_per_task")
                 raise ConfigError(f"data.{key} is for kind: text, but data.kind is mnist ({hint})")
         if self.pairs is None:
             self.pairs = [list(p) for p in DEFAULT_PAIRS]
@@ -194,6 +250,67 @@ class ContinualDataConfig:
             raise ConfigError(f"data.max_per_task must be >= 2 (train + eval), got {self.max_per_task}")
         if not 0.0 < self.train_fraction < 1.0:
             raise ConfigError(f"data.train_fraction must be in (0, 1), got {self.train_fraction}")
+        self.image_source_spec()  # validates data.replay_source
+
+    def image_source_spec(self) -> ImageSource | None:
+        """``data.replay_source`` of a Split-MNIST run, validated (``kind: mnist``); ``None`` when not set."""
+        spec, where = self.replay_source, "data.replay_source"
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            raise ConfigError(f"data.replay_source is for kind: text when it names a dataset ({spec!r}); with kind: "
+                              "mnist give a mapping {digits: [8, 9], max_samples: 200} (MNIST digits that no task "
+                              "uses) or {imagefolder: DIR, max_samples: 200} (images converted to grey 28 x 28)")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping {{digits: [...]}} or {{imagefolder: DIR}}, got {spec!r}")
+        for k in spec:
+            if k not in IMAGE_SOURCE_KEYS:
+                text = " (a text source's key; kind is mnist)" if k in SOURCE_KEYS else ""
+                raise ConfigError(f"{where}: unknown key {k!r}{_suggest(k, IMAGE_SOURCE_KEYS)}{text} Valid keys "
+                                  f"for kind: mnist: {', '.join(IMAGE_SOURCE_KEYS)}")
+        digits, folder = spec.get("digits"), spec.get("imagefolder")
+        if (digits is None) == (folder is None):
+            raise ConfigError(f"{where}: set exactly one of digits (MNIST digits that no task uses, e.g. [8, 9]) "
+                              "or imagefolder (a folder of class subfolders of images)")
+        if self.scenario == "task_incremental":
+            raise ConfigError(
+                "data.replay_source fills the replay memory, but replay needs one shared head and data.scenario is "
+                "task_incremental (one head per task: replayed examples would be trained through the current task's "
+                "head with labels of another head). Use class_incremental or domain_incremental, or drop "
+                "data.replay_source")
+        n = _positive_int(spec.get("max_samples"), f"{where}.max_samples")
+        name = spec.get("name")
+        if digits is not None:
+            if isinstance(digits, int) and not isinstance(digits, bool):
+                digits = [digits]
+            if (not isinstance(digits, list) or not digits
+                    or any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= 9 for x in digits)):
+                raise ConfigError(f"{where}.digits must be a list of digits in 0..9, e.g. [8, 9], got {digits!r}")
+            if len(set(digits)) != len(digits):
+                raise ConfigError(f"{where}.digits {digits} repeats a digit")
+            for i, p in enumerate(self.pairs):
+                common = sorted(set(p) & set(digits))
+                if common:
+                    raise ConfigError(f"{where}.digits {digits}: digit {common[0]} is also in task {i + 1}'s group "
+                                      f"{p} (the source would share images, even eval images, with that task); "
+                                      "choose digits that no task uses")
+            if self.scenario == "domain_incremental" and len(digits) != len(self.pairs[0]):
+                raise ConfigError(f"{where}.digits {digits}: domain_incremental labels an image by its position in "
+                                  f"its group, so the source needs {len(self.pairs[0])} digits like every task "
+                                  f"(data.pairs {self.pairs})")
+            name = name if name is not None else "mnist_digits_" + "_".join(str(x) for x in digits)
+        else:
+            if not isinstance(folder, str) or not folder.strip():
+                raise ConfigError(f"{where}.imagefolder must be a folder path, got {folder!r}")
+            if self.scenario == "domain_incremental":
+                raise ConfigError(f"{where}.imagefolder: domain_incremental needs the tasks' labels (the position of "
+                                  "a digit in its group), but an image folder brings classes of its own; use "
+                                  "{digits: [...]} with as many digits as each task, or class_incremental")
+            name = name if name is not None else (os.path.basename(os.path.normpath(folder)) or "images")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}.name must be a non-empty string, got {name!r}")
+        return ImageSource(name=name, digits=list(digits) if digits is not None else None, imagefolder=folder,
+                           max_samples=n, where=where)
 
     # -- text -----------------------------------------------------------------------------------------------------
     def _check_text(self) -> None:
@@ -498,13 +615,24 @@ def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
                                   seed=seed, max_per_task=d.max_per_task, scenario=d.scenario)
     except ValueError as exc:
         raise ConfigError(f"data: {' '.join(str(exc).split())}") from None
-    _check_budgets(budgets, tasks[0].name, len(tasks[0].train), None, None)
+    spec = d.image_source_spec()
     if d.scenario == "class_incremental":
-        num_labels = max(max(p) for p in d.pairs) + 1
+        top = max(max(p) for p in d.pairs)
+        if spec is not None and spec.digits is not None:
+            top = max(top, *spec.digits)  # a digits source keeps its digits as labels
+        num_labels = top + 1
         names = [str(i) for i in range(num_labels)]
     else:
         num_labels = max(len(p) for p in d.pairs)
         names = [f"digit {i + 1} of the pair" for i in range(num_labels)]
+    source = source_info = None
+    if spec is not None:
+        source, source_info = _load_image_source(spec, d, images, labels, seed, num_labels)
+        if spec.imagefolder is not None:  # class_incremental: the folder's classes get a block after the tasks'
+            names += [f"{spec.name}:{c}" for c in source_info["class_names"]]
+            num_labels += len(source_info["class_names"])
+    _check_budgets(budgets, tasks[0].name, len(tasks[0].train), spec.name if spec else None,
+                   len(source) if source is not None else None, text=False)
     if cfg.model.num_labels is not None:
         if cfg.model.num_labels < num_labels:
             raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the {d.scenario} head needs "
@@ -513,19 +641,87 @@ def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
         num_labels = cfg.model.num_labels
     info = [{"name": t.name, "train_samples": len(t.train), "eval_samples": len(t.eval), "labels": list(t.labels),
              "class_names": list(t.class_names), "digits": [int(x) for x in p]} for t, p in zip(tasks, d.pairs)]
-    return _Prepared(tasks=tasks, num_labels=num_labels, label_names=names, info=info)
+    return _Prepared(tasks=tasks, num_labels=num_labels, label_names=names, info=info, source=source,
+                     source_info=source_info)
 
 
-def _check_budgets(budgets: list[int], task1: str, n1: int, source: str | None, n_source: int | None) -> None:
+def _load_image_source(spec: ImageSource, d: ContinualDataConfig, images, labels, seed: int, offset: int):
+    """``(TensorDictDataset, info)`` of a Split-MNIST replay source: grey ``[1, 28, 28]`` floats in [0, 1] (like the
+    tasks' examples), a seeded sample of ``max_samples``. Labels: a digits source's digits (class_incremental) or
+    positions in its digit list (domain_incremental); an image folder's classes ``offset + i`` (sorted names)."""
+    import numpy as np
+    import torch
+
+    from .continual import TensorDictDataset
+
+    rng = np.random.default_rng(seed + 7919)  # its own stream: the tasks' splits do not depend on the source
+    if spec.digits is not None:
+        idx = np.flatnonzero(np.isin(labels, spec.digits))
+        idx = idx[rng.permutation(len(idx))][:spec.max_samples]
+        digits = labels[idx].astype(np.int64)
+        if d.scenario == "class_incremental":
+            y, ids, class_names = digits, list(spec.digits), [str(x) for x in spec.digits]
+        else:
+            y = np.array([spec.digits.index(int(x)) for x in digits], dtype=np.int64)
+            ids, class_names = list(range(len(spec.digits))), [str(x) for x in spec.digits]
+        x = images[idx]
+        where = f"MNIST t10k digits {spec.digits} ({len(idx)} of {int(np.isin(labels, spec.digits).sum())} images)"
+    else:
+        from .data import DataError
+        from .vision import _resolve_dir, _scan_folder
+
+        try:
+            folder = _resolve_dir(spec.imagefolder, d.root, f"{spec.where}.imagefolder")
+            class_names, paths, cls = _scan_folder(folder, f"{spec.where}.imagefolder", [], [])
+        except DataError as exc:
+            raise ConfigError(" ".join(str(exc).split())) from None
+        order = rng.permutation(len(paths))[:spec.max_samples]
+        order = np.sort(order)
+        x = np.stack([_grey28(paths[i], spec.where) for i in order]) if len(order) else np.zeros((0, 28, 28), np.uint8)
+        y = np.array([offset + cls[i] for i in order], dtype=np.int64)
+        ids = [offset + i for i in range(len(class_names))]
+        where = f"{folder} ({len(order)} of {len(paths)} images, grey 28 x 28)"
+    ds = TensorDictDataset(pixel_values=torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
+                           labels=torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    info = {"name": spec.name, "samples": len(ds), "source": where, "labels": ids, "class_names": class_names}
+    return ds, info
+
+
+def _grey28(path: str, where: str):
+    """One image file as MNIST-like ``uint8 [28, 28]``: flattened to RGB (palette, alpha, 16-bit handled as the image
+    recipe does), converted to grey (ITU-R 601-2 luma), resized to 28 x 28 (bilinear, whole image, no crop)."""
+    import numpy as np
+    from PIL import Image
+
+    from .vision import to_rgb
+
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (56, 56))  # decode big JPEGs at reduced scale (DCT scaling)
+            im.load()
+            img = to_rgb(im).convert("L")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
+        raise ConfigError(f"{where}.imagefolder: cannot read image {path} ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]}); remove it from the folder") from None
+    if img.size != (28, 28):
+        img = img.resize((28, 28), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _check_budgets(budgets: list[int], task1: str, n1: int, source: str | None, n_source: int | None,
+                   text: bool = True) -> None:
     for b in budgets:
         if b > n1:
             raise ConfigError(f"regularizers: replay budget {b} is larger than the data available to fill it: task "
                               f"{task1!r} (task 1) has {n1} training examples; lower the replay budget to at most "
                               f"{n1} or train on more examples of task 1")
         if n_source is not None and b > n_source:
+            limits = "data.replay_source.max_samples / data.max_train_samples" if text else \
+                "data.replay_source.max_samples, or the images available"
             raise ConfigError(f"regularizers: replay budget {b} is larger than data.replay_source {source!r}, which "
-                              f"has {n_source} examples (data.replay_source.max_samples / data.max_train_samples); "
-                              f"lower the replay budget to at most {n_source} or give the source more examples")
+                              f"has {n_source} examples ({limits}); lower the replay budget to at most {n_source} or "
+                              "give the source more examples")
 
 
 def _build_model(cfg: RunConfig, prep: _Prepared, seed: int):
@@ -573,8 +769,10 @@ def _check_unsupported(cfg: RunConfig) -> None:
     if cfg.early_stopping.patience > 0:
         raise ConfigError("early_stopping is not supported by task: continual (the runner evaluates every task "
                           "after each task itself); set early_stopping.patience=0")
-    if cfg.hub.push:
-        raise ConfigError("hub.push is not supported by task: continual; set hub.push=false")
+    if cfg.training.get("resume_from_checkpoint"):
+        raise ConfigError("training.resume_from_checkpoint is not used by task: continual: rerunning with the same "
+                          "training.output_dir resumes by itself (after the last finished task, and an interrupted "
+                          "task from its newest checkpoint-*); drop training.resume_from_checkpoint")
     es = cfg.training.get("eval_strategy", "no")
     if str(getattr(es, "value", es)) != "no" or cfg.training.get("load_best_model_at_end"):
         raise ConfigError("training.eval_strategy must be 'no' for task: continual (the runner evaluates every task "
@@ -618,12 +816,53 @@ def _format_matrix(R, names) -> list[str]:
     return lines
 
 
-def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
+#: what a resume may change (where and how a run reports, not what it computes); every other config key must match
+_RESUME_FREE = {
+    "training": ("output_dir", "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter",
+                 "disable_tqdm", "report_to", "save_strategy", "save_steps", "save_total_limit", "save_on_each_node",
+                 "save_only_model", "per_device_eval_batch_size", "eval_accumulation_steps", "dataloader_num_workers",
+                 "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "run_name",
+                 "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision",
+                 "use_cpu"),
+    "model": ("save_model",),
+    "data": ("root",),
+}
+STATE_DIR = "continual_state"
+
+
+def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """The part of the config a resumed run must share with the interrupted one (stored in
+    ``output_dir/continual_state/run.json``): everything but the ``hub`` section, tokens, and the keys of
+    :data:`_RESUME_FREE` (output and logging settings, ``data.root``, ``model.save_model``)."""
+    d = json.loads(json.dumps(cfg.to_dict(), default=str))
+    d.pop("hub", None)
+    for section, keys in _RESUME_FREE.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    d["training"] = {k: v for k, v in d.get("training", {}).items() if "token" not in k}
+    return d
+
+
+def _card_task(info: dict, d: ContinualDataConfig, source: TextSource | None) -> dict:
+    """A task's entry of the model card: ``dataset`` (an id: built-in name, file name, ``mnist``) and ``data``."""
+    if d.kind == "mnist":
+        return {**info, "dataset": "mnist", "data": "MNIST t10k digits " + ", ".join(str(x) for x in info["digits"])}
+    if source is not None and source.data.dataset:
+        return {**info, "dataset": source.data.dataset, "data": f"built-in `{source.data.dataset}`"}
+    name = os.path.basename(str(source.data.train_file)) if source is not None else info["name"]
+    return {**info, "dataset": name, "data": f"file `{name}`"}
+
+
+def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None = None) -> dict[str, Any]:
     """Run the continual-learning sequence ``cfg`` describes (see the module docstring); returns the results written
-    to ``training.output_dir/all_results.json`` plus ``eval_accuracy`` (= ACC) and ``eval_split`` for the CLI."""
+    to ``training.output_dir/all_results.json`` plus ``eval_accuracy`` (= ACC) and ``eval_split`` for the CLI.
+
+    ``_interrupt`` (tests only): ``{"after_task": k}`` stops (:class:`~tl_hf.continual.ContinualInterrupted`) once
+    task ``k`` is finished and saved; ``{"task": k, "step": s}`` stops inside task ``k`` right after its checkpoint
+    at step ``s`` (needs ``training.save_strategy=steps``), as a crash would."""
     import transformers
 
-    from .continual import ContinualRunner
+    from .continual import ContinualRunner, check_state_fingerprint
     from .layers import get_layer_map
     from .regularizers import Replay, build_regularizer
     from .run_common import _has_accelerator, build_training_args, resolve_strategy
@@ -649,6 +888,10 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     if d.replay_source is not None and not budgets:
         raise ConfigError("data.replay_source fills the replay memory, but no replay regularizer is configured: add "
                           "regularizers: [{name: replay, budget: N}] or drop data.replay_source")
+    out = args.output_dir
+    state_dir = os.path.join(out, STATE_DIR)
+    fingerprint = resume_fingerprint(cfg)
+    check_state_fingerprint(state_dir, out, fingerprint)  # a changed config is refused before any data is read
     transformers.set_seed(args.seed)
 
     if d.kind == "text":
@@ -680,18 +923,34 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     trainer_kwargs: dict[str, Any] = {"llrd": llrd, "freezing": freezing}
     if layer_map is not None:
         trainer_kwargs["layer_map"] = layer_map
-    runner = ContinualRunner(model, prep.tasks, scenario=d.scenario, output_dir=args.output_dir, regularizers=regs,
+    runner = ContinualRunner(model, prep.tasks, scenario=d.scenario, output_dir=out, regularizers=regs,
                              training_args=training, trainer_kwargs=trainer_kwargs, num_labels=prep.num_labels,
-                             data_collator=prep.collator, eval_batch_size=args.per_device_eval_batch_size)
+                             data_collator=prep.collator, eval_batch_size=args.per_device_eval_batch_size,
+                             state_dir=state_dir, fingerprint=fingerprint)
+    runner._interrupt = _interrupt
     n_params = sum(p.numel() for p in model.parameters())
+    n_tasks = len(prep.tasks)
     log(f"model {cfg.model.name_or_path}: {n_params:,} parameters, head {prep.num_labels} outputs; scenario "
-        f"{d.scenario}; {len(prep.tasks)} tasks; regularizers {[r['name'] for r in regs] or 'none'}; llrd decay "
+        f"{d.scenario}; {n_tasks} tasks; regularizers {[r['name'] for r in regs] or 'none'}; llrd decay "
         f"{llrd.decay}, freezing {freezing.policy}")
+    done = runner.restore()  # a rerun on the same output_dir continues after its last finished task
     replays = [r for r in runner.regularizers if isinstance(r, Replay)]
+    if done:
+        what = ["model weights", "accuracy-matrix rows", "train metrics"]
+        what += ["per-task heads"] if d.scenario == "task_incremental" else []
+        what += [f"{r.name} state" for r in runner.regularizers]
+        log(f"resuming after task {done}/{n_tasks} ({prep.tasks[done - 1].name}): restored the {', '.join(what)} "
+            f"from {state_dir}" + (f"; continuing with task {done + 1}/{n_tasks}" if done < n_tasks else
+                                  "; every task is finished, writing the outputs"))
     if prep.source is not None:
-        for r in replays:
-            r.memory.add_dataset(prep.source, source=f"replay_source:{prep.source_info['name']}")
-        log(f"replay memory filled from {prep.source_info['name']} before task 1: {len(replays[0].memory)} examples")
+        if done == 0:
+            for r in replays:
+                r.memory.add_dataset(prep.source, source=f"replay_source:{prep.source_info['name']}")
+            log(f"replay memory filled from {prep.source_info['name']} before task 1: {len(replays[0].memory)} "
+                "examples")
+        else:
+            log(f"replay memory restored: {len(replays[0].memory)} examples (filled from "
+                f"{prep.source_info['name']} before task 1)")
 
     with _forward_runner_logs(log):
         result = runner.run()
@@ -706,7 +965,6 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
                           "forgetting": m["forgetting"][j] if j < n - 1 else None,
                           "train_loss": result.train_metrics[j].get("train_loss"),
                           "train_runtime_s": result.train_metrics[j].get("train_runtime")})
-    out = args.output_dir
     results: dict[str, Any] = {
         "task": "continual", "kind": d.kind, "scenario": d.scenario, "model": cfg.model.name_or_path,
         "task_names": names, "R": R, "ACC": m["ACC"], "BWT": m["BWT"],
@@ -714,7 +972,9 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         "per_task": per_task, "tasks": prep.info, "num_labels": prep.num_labels,
         "regularizers": [r.name for r in runner.regularizers],
         "train_runtime_s": round(sum(t.get("train_runtime", 0.0) for t in result.train_metrics), 1),
-        "outputs": {"accuracy_matrix_json": result.json_path, "accuracy_matrix_png": result.png_path},
+        "resumed_after_task": done,
+        "outputs": {"accuracy_matrix_json": result.json_path, "accuracy_matrix_png": result.png_path,
+                    "state": state_dir},
     }
     if prep.source_info:
         results["replay_source"] = prep.source_info
@@ -725,8 +985,9 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         results["replay_memory"] = {"size": len(replays[0].memory), "by_source": counts}
     if result.heads:
         results["outputs"]["heads"] = os.path.join(out, "heads")
-    if cfg.model.save_model:
-        mdir = os.path.join(out, "model")
+    main = args.should_save  # only the main process saves the model, writes its card and pushes
+    mdir = os.path.join(out, "model")
+    if (cfg.model.save_model or cfg.hub.push) and main:
         if hasattr(model, "save_pretrained"):
             model.save_pretrained(mdir)
             if prep.tokenizer is not None:
@@ -738,10 +999,15 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
             save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
                       os.path.join(mdir, "model.safetensors"))
         results["outputs"]["model"] = mdir
+        results["outputs"]["model_card"] = _write_card(cfg, results, prep, runner, model, llrd, freezing, lmap,
+                                                       args, n_params, mdir)
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
     os.makedirs(out, exist_ok=True)
     atomic_write_json(os.path.join(out, "all_results.json"), results)
-    atomic_write_json(os.path.join(out, "run_config.json"), json.loads(json.dumps(cfg.to_dict(), default=str)))
+    run_config = json.loads(json.dumps(cfg.to_dict(), default=str))
+    if run_config.get("training", {}).get("hub_token"):
+        run_config["training"]["hub_token"] = "<redacted>"
+    atomic_write_json(os.path.join(out, "run_config.json"), run_config)
 
     for line in _format_matrix(R, names):
         log(line)
@@ -754,7 +1020,42 @@ def run_continual_recipe(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     fg = f"{m['avg_forgetting']:.4f}" if m["avg_forgetting"] is not None else "n/a"
     log(f"ACC={m['ACC']:.4f} BWT={bwt} avg forgetting={fg} ({d.scenario}, {n} tasks); accuracy_matrix.json/png and "
         f"all_results.json in {out}")
+    if cfg.hub.push and main:
+        from .hub import HubUnavailableError, push_folder
+
+        extra = {"heads": os.path.join(out, "heads")} if result.heads else None
+        try:
+            commit = push_folder(mdir, repo_id=cfg.hub.repo_id, private=cfg.hub.private,
+                                 token=cfg.training.get("hub_token"), extra_folders=extra,
+                                 commit_message=f"tl_hf continual run: {n} tasks ({d.scenario}), ACC {m['ACC']:.4f}")
+        except HubUnavailableError as exc:
+            raise HubUnavailableError(f"{exc}; or rerun this config then: the finished run is restored from "
+                                      f"{state_dir} (not trained again) and pushed"
+                                      + (" with heads/" if extra else "")) from None
+        log(f"pushed to the Hub: {cfg.hub.repo_id} ({getattr(commit, 'commit_url', commit)})")
     return {**results, "eval_accuracy": m["ACC"], "eval_split": "continual, mean final (ACC)"}
+
+
+def _write_card(cfg: RunConfig, results: dict, prep: _Prepared, runner, model, llrd, freezing, lmap, args,
+                n_params: int, mdir: str) -> str:
+    """``output_dir/model/README.md`` (:func:`tl_hf.hub.write_continual_model_card`)."""
+    from .hub import write_continual_model_card
+
+    d: ContinualDataConfig = cfg.data
+    summary = dict(results)
+    sources = d.text_sources() if d.kind == "text" else [None] * len(prep.info)
+    summary["tasks"] = [_card_task(t, d, src) for t, src in zip(prep.info, sources)]
+    summary["architecture"] = type(model).__name__
+    summary["num_parameters"] = n_params
+    if runner.heads:
+        from .continual import _slug
+
+        summary["heads"] = [f"heads/{_slug(name)}.safetensors" for name in runner.heads]
+    name = cfg.hub.repo_id.split("/")[-1] if cfg.hub.repo_id else os.path.basename(os.path.normpath(args.output_dir))
+    return write_continual_model_card(mdir, summary, model_name=name, token=cfg.training.get("hub_token"),
+                                      regularizers=runner.regularizers, llrd=llrd, freezing=freezing,
+                                      layer_map=lmap, learning_rate=args.learning_rate,
+                                      weight_decay=args.weight_decay)
 
 
 register_task("continual", ContinualDataConfig, run_continual_recipe,
