@@ -3,7 +3,8 @@
 Policies (``FreezingConfig.policy``):
 
 * ``full`` -- nothing frozen.
-* ``feature_extraction`` -- the backbone (depths ``0..L``) is frozen, the head trains.
+* ``feature_extraction`` -- the backbone (depths ``0..L``) is frozen, the head trains. With ``cache_features`` the
+  backbone's outputs are computed once and each step runs only the head (:mod:`tl_hf.feature_cache`).
 * ``top_k`` -- the top ``k`` blocks and the head train; the embeddings too if ``train_embeddings``.
 * ``patterns`` -- regexes over parameter names: ``include`` (trainable; default all) minus ``exclude``.
 * ``gradual`` -- a schedule of phases triggered by epoch or by step; each phase makes more depth levels trainable,
@@ -138,6 +139,9 @@ class FreezingConfig:
     schedule: GradualSchedule | None = field(default=None, metadata={"help": "gradual: the unfreezing schedule."})
     freeze_norm_stats: bool = field(default=True, metadata={"help": "Keep frozen BatchNorm layers in eval mode so "
                                                                     "their running statistics do not change."})
+    cache_features: bool = field(default=False, metadata={
+        "help": "feature_extraction: compute the frozen backbone's outputs once (eval mode, dropout off) and train "
+                "the head on them; needs deterministic data and no regularizers (see tl_hf.feature_cache)."})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -152,6 +156,12 @@ class FreezingConfig:
                 re.compile(rx)
             except re.error as exc:
                 raise ValueError(f"freezing pattern {rx!r} is not a valid regex: {exc}") from None
+        if not isinstance(self.cache_features, bool):
+            raise ValueError(f"freezing.cache_features must be true or false, got {self.cache_features!r}")
+        if self.cache_features and self.policy != "feature_extraction":
+            raise ValueError(f"freezing.cache_features needs policy 'feature_extraction' (the backbone entirely "
+                             f"frozen), got policy {self.policy!r}; set policy: feature_extraction or "
+                             "cache_features: false")
         if isinstance(self.schedule, dict):
             self.schedule = GradualSchedule(**self.schedule)
         if self.policy == "gradual" and self.schedule is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import asdict
@@ -10,6 +11,7 @@ from typing import Any, Mapping
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .feature_cache import INDEX_KEY as _INDEX_KEY
 from .freezing import FreezingConfig, FreezingController
 from .layers import LayerMap, get_layer_map
 from .optim import LLRDConfig, group_lrs, param_groups_layer_decay
@@ -116,6 +118,18 @@ class _RegularizerBinder(TrainerCallback):
             r.bind(model)
 
 
+class _FeatureCacheBuilder(TrainerCallback):
+    """Computes the frozen backbone's outputs before the first step (after a resume restored the weights)."""
+
+    def __init__(self, trainer: "TransferTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        t._check_feature_cache()
+        t._feature_train_store = t._feature_store("train", t.train_dataset)
+
+
 class TransferTrainer(Trainer):
     """A ``transformers.Trainer`` for transfer learning.
 
@@ -124,7 +138,8 @@ class TransferTrainer(Trainer):
             one group per depth (``embeddings``, ``layer.i``, ``head``; split by weight decay), so freezing and
             unfreezing never change the optimizer's groups. Without ``llrd`` all depths share the base lr.
         freezing: :class:`FreezingConfig` (or a dict): ``full``, ``feature_extraction``, ``top_k``, ``patterns`` or
-            ``gradual``.
+            ``gradual``. ``feature_extraction`` with ``cache_features=True`` computes the frozen backbone's outputs
+            once, before the first step, and then trains the head on them (:mod:`tl_hf.feature_cache`).
         layer_map: a :class:`LayerMap` or rules ``{regex: depth | 'embeddings' | 'block' | 'head'}`` for a model that
             has no built-in map.
         stop_on_non_finite: raise :class:`NonFiniteLossError` (naming the step) when the loss becomes NaN/inf,
@@ -178,6 +193,16 @@ class TransferTrainer(Trainer):
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
+        self.feature_cache = None
+        self._feature_train_store = self._feature_eval_store = None
+        if self.freezing.cache_features:
+            from .feature_cache import FeatureCache, IndexedDataset
+
+            self._check_feature_cache()
+            if self.train_dataset is not None:
+                IndexedDataset(self.train_dataset)  # refuses an iterable training set now, not at train()
+            self.feature_cache = FeatureCache(model)
+            self.add_callback(_FeatureCacheBuilder(self))
         if self.layer_map.note:
             logger.info("layer map (%s): %s", self.layer_map.model_type, self.layer_map.note)
         pre_frozen = len(self.freezer.params) - len(self.freezer.base_trainable)
@@ -260,6 +285,12 @@ class TransferTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.feature_cache is not None and _INDEX_KEY in inputs:  # a training batch: replay the cached backbone
+            inputs = dict(inputs)
+            idx = inputs.pop(_INDEX_KEY)
+            store = self._feature_train_store or self._feature_store("train", self.train_dataset)
+            with self.feature_cache.replay(store, idx, inputs):
+                return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
         result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
         if not model.training or not self.regularizers:
@@ -273,6 +304,10 @@ class TransferTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def get_train_dataloader(self):
+        if self.feature_cache is not None:
+            with self._indexed(self.train_dataset) as ds:
+                self.train_dataset = ds
+                return super().get_train_dataloader()
         mixers = [r for r in self.regularizers if r.active and hasattr(r, "wrap_train_dataset")]
         if not mixers:
             return super().get_train_dataloader()
@@ -292,6 +327,83 @@ class TransferTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.train_dataset = original
+
+    # -- cached backbone outputs (freezing.cache_features) --------------------------------------------------------
+    def _check_feature_cache(self) -> None:
+        from .feature_cache import check_trainer_setup
+
+        check_trainer_setup(self.model, self.freezer.depths, self.layer_map.head_depth, regularizers=self.regularizers,
+                            args=self.args, freeze_norm_stats=self.freezing.freeze_norm_stats)
+
+    @contextlib.contextmanager
+    def _indexed(self, dataset, what: str = "training"):
+        """Within the block, ``dataset`` wrapped to carry example indices and a collator that keeps them; the
+        trainer's own ``train_dataset`` / ``data_collator`` are restored afterwards."""
+        from .feature_cache import IndexCollator, IndexedDataset
+
+        wrapped = IndexedDataset(dataset, what)
+        self._set_signature_columns_if_needed()
+        if _INDEX_KEY not in self._signature_columns:
+            self._signature_columns.append(_INDEX_KEY)  # so remove_unused_columns keeps it
+        saved = self.train_dataset, self.data_collator
+        self.data_collator = IndexCollator(self.data_collator)
+        try:
+            yield wrapped
+        finally:
+            self.train_dataset, self.data_collator = saved
+
+    def _feature_store(self, key: str, dataset):
+        """The cached backbone outputs for ``dataset``: built on first use, rebuilt when the backbone changed."""
+        from torch.utils.data import DataLoader
+
+        from .feature_cache import check_deterministic_data
+
+        store = self.feature_cache.get(key, dataset)
+        if store is not None:
+            return store
+        what = "training" if key == "train" else "evaluation"
+        with self._indexed(dataset, what) as ds:
+            collate = self._get_collator_with_removed_columns(self.data_collator, description=f"{what} feature cache")
+        check_deterministic_data(ds, collate, what)
+        loader = DataLoader(ds, batch_size=self.args.eval_batch_size, shuffle=False, collate_fn=collate,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.feature_cache.build(key, dataset, loader, prepare=self._prepare_inputs,
+                                        context=self.compute_loss_context_manager, what=what,
+                                        collate_one=lambda i: collate([ds[i]]))
+
+    def _get_train_sampler(self, train_dataset=None):
+        from .feature_cache import IndexedDataset
+
+        if isinstance(train_dataset, IndexedDataset):  # the same order as without the cache
+            train_dataset = train_dataset.base
+        return super()._get_train_sampler(train_dataset)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if self.feature_cache is None:
+            return super().get_eval_dataloader(eval_dataset)
+        ds = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else \
+            (self.eval_dataset if eval_dataset is None else eval_dataset)
+        if ds is None or isinstance(ds, (dict, torch.utils.data.IterableDataset)) or not hasattr(ds, "__getitem__"):
+            self._feature_eval_store = None
+            return super().get_eval_dataloader(eval_dataset)
+        self._feature_eval_store = self._feature_store(f"eval:{id(ds)}", ds)
+        with self._indexed(ds, "evaluation") as wrapped:
+            if not isinstance(eval_dataset, str):
+                return super().get_eval_dataloader(wrapped)
+            saved = self.eval_dataset  # keep the name: the Trainer keys persistent-worker loaders by it
+            self.eval_dataset = {**saved, eval_dataset: wrapped}
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.eval_dataset = saved
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.feature_cache is None or _INDEX_KEY not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = dict(inputs)
+        idx = inputs.pop(_INDEX_KEY)
+        with self.feature_cache.replay(self._feature_eval_store, idx, inputs):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def end_task(self, dataset=None, **kwargs) -> None:
         """After training on a task: let every regularizer consolidate (EWC: Fisher + anchors on the unwrapped model

@@ -1,0 +1,598 @@
+"""Cached backbone outputs for feature extraction: ``FreezingConfig(policy="feature_extraction", cache_features=True)``.
+
+The frozen backbone's outputs cannot change during training, so :class:`~tl_hf.TransferTrainer` computes them once,
+before the first step, and every step after that runs only the trainable head on them.
+
+How it works (generic: no per-architecture code):
+
+* The *frozen roots* are the outermost modules with all parameters frozen that the forward pass calls (BERT:
+  ``bert.embeddings`` and ``bert.encoder``; the head, which trains, is ``bert.pooler`` + ``classifier``; ViT:
+  ``vit.embeddings`` and each block). One pass over the dataset, with the model in eval mode under ``no_grad``,
+  records each root's output for every example: float32, on the CPU, sequence outputs trimmed to the example's
+  ``attention_mask`` (and put back at the example's positions in each later batch).
+* In a cached step the model's own ``forward`` runs unchanged, except that each cached root returns its recorded
+  output instead of computing it. So the loss is the model's own (``problem_type``, ``num_items_in_batch``, gradient
+  accumulation and the head's own dropout behave exactly as without the cache), and the trained model is the normal
+  full model: saving, evaluation and prediction need nothing special. A root whose outputs only feed later roots
+  (the embeddings; in ViT every block but the last) is not stored: zeros of its output's shape stand in for it (the
+  model's code may read their shape, e.g. to build the attention mask). If the model reads their values, the check
+  below fails and every root is stored instead.
+* On the first batch the cache checks itself: the model must give the same outputs with the cached roots as without
+  them (else its head reads something the cache cannot reproduce, e.g. padded positions), the same outputs twice
+  (deterministic in eval mode), and the most padded example run alone must give its stored outputs (else, e.g. left
+  padding with absolute positions, every batch must have one fixed length). The dataset and collator must return the
+  same values twice for the same examples (no random augmentation; a transform that is random only now and then
+  cannot be detected: enabling the cache asserts that the data are deterministic).
+
+**Dropout.** Cached outputs are the backbone's *eval-mode* outputs. Without the cache, TransferTrainer runs the whole
+model in train mode, so dropout inside the frozen backbone stays active and its outputs are noisy. Dropout in the head
+(BERT's dropout on the pooled output, applied by the model's forward between pooler and classifier) is active in both.
+A cached run therefore equals an uncached run whose backbone dropout is 0 (``hidden_dropout_prob`` and
+``attention_probs_dropout_prob`` 0, ``classifier_dropout`` set explicitly), not one with backbone dropout: the
+difference is that noise.
+
+Refused with a one-line error before the first step: trainable parameters outside the head, regularizers, frozen
+BatchNorm layers that would run in train mode, ``torch_compile``, DataParallel, FSDP, DeepSpeed, an iterable training
+set, examples that are not dicts, random data or collator, a backbone that is not deterministic in eval mode, a frozen
+module that runs twice or after the head, outputs that are not tensors, outputs that depend on the batch's padding
+when batches differ in length. The cache lives in memory, as long as the trainer (``trainer.feature_cache.stores``;
+evaluation sets are cached on first use): resuming from a checkpoint recomputes it (deterministically), so a resumed
+run equals an uninterrupted one. In a multi-process run every process caches the whole dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+from torch.utils import _pytree as pytree
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FeatureCache", "FeatureCacheError", "FeatureStore", "INDEX_KEY", "IndexCollator", "IndexedDataset",
+           "check_trainer_setup", "frozen_modules"]
+
+#: batch key carrying each example's position in its dataset (added and removed by TransferTrainer)
+INDEX_KEY = "tl_hf_example_index"
+_FIX = "or set freezing.cache_features: false"
+_MISSING = object()
+
+
+class FeatureCacheError(ValueError):
+    """``freezing.cache_features`` cannot be used with this model, data or trainer setup."""
+
+
+def _err(msg: str) -> FeatureCacheError:
+    return FeatureCacheError(f"freezing.cache_features: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Which modules are cached
+# ---------------------------------------------------------------------------------------------------------------------
+
+def frozen_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that have parameters, all frozen. The outermost of them that the forward pass calls are cached."""
+    return [(n, m) for n, m in model.named_modules()
+            if (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)]
+
+
+def _trainable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def check_trainer_setup(model: nn.Module, depths: Mapping[str, int], head_depth: int, *, regularizers=(),
+                        args=None, freeze_norm_stats: bool = True) -> None:
+    """Refuse (one line) what the cache cannot reproduce: trainable backbone, regularizers, BN in train mode, ..."""
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and depths.get(n) != head_depth]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise _err(f"needs the backbone entirely frozen, but {bad[0]!r}{more} outside the head is trainable; freeze "
+                   f"it (policy feature_extraction trains only the head) {_FIX}")
+    if regularizers:
+        names = ", ".join(getattr(r, "name", type(r).__name__) for r in regularizers)
+        raise _err(f"cannot be combined with regularizers ({names}): they need full forward passes; remove them "
+                   f"{_FIX}")
+    if args is not None and getattr(args, "torch_compile", False):
+        raise _err(f"does not work with torch_compile (a compiled graph ignores the cached modules); set "
+                   f"torch_compile: false {_FIX}")
+    if args is not None and (getattr(args, "fsdp", None) or getattr(args, "deepspeed", None)):
+        raise _err(f"does not work with FSDP or DeepSpeed (they rewrap the modules it caches); use DDP (torchrun) "
+                   f"{_FIX}")
+    if args is not None and getattr(args, "n_gpu", 1) > 1:
+        raise _err(f"does not work with torch.nn.DataParallel ({args.n_gpu} GPUs in one process); launch one process "
+                   f"per GPU (torchrun / accelerate launch) {_FIX}")
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            has_params = any(True for _ in m.parameters(recurse=False))
+            if not (freeze_norm_stats and has_params and m.track_running_stats):
+                raise _err(f"frozen BatchNorm {name!r} normalizes with batch statistics when training without the "
+                           f"cache (freeze_norm_stats off, or no affine parameters or running statistics), which a "
+                           f"per-example cache cannot reproduce; set freezing.freeze_norm_stats: true {_FIX}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Datasets that carry each example's index
+# ---------------------------------------------------------------------------------------------------------------------
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """``base[i]`` plus ``{INDEX_KEY: i}``; ``base`` must be map-style with dict examples."""
+
+    def __init__(self, base, what: str = "training") -> None:
+        if isinstance(base, torch.utils.data.IterableDataset) or not (hasattr(base, "__len__")
+                                                                      and hasattr(base, "__getitem__")):
+            raise _err(f"needs a map-style {what} dataset (with __len__ and __getitem__), got "
+                       f"{type(base).__name__}; materialize it (e.g. datasets.Dataset.from_generator) {_FIX}")
+        self.base = base
+        self.what = what
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.base[i]
+        if not isinstance(item, Mapping):
+            raise _err(f"{self.what} examples must be dicts of model inputs, got {type(item).__name__} {_FIX}")
+        return {**item, INDEX_KEY: int(i)}
+
+
+class IndexCollator:
+    """Runs ``collator`` on the examples without their index, then adds the indices as a tensor."""
+
+    def __init__(self, collator: Callable) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list) -> dict:
+        idx = [f[INDEX_KEY] for f in features]
+        batch = self.collator([{k: v for k, v in f.items() if k != INDEX_KEY} for f in features])
+        batch[INDEX_KEY] = torch.tensor(idx, dtype=torch.long)
+        return batch
+
+
+def _same(a: Any, b: Any) -> bool:
+    la, sa = pytree.tree_flatten(a)
+    lb, sb = pytree.tree_flatten(b)
+    if sa != sb:
+        return False
+    for x, y in zip(la, lb):
+        try:
+            if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+                if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape
+                        and x.dtype == y.dtype and torch.equal(x, y)):
+                    return False
+            elif hasattr(x, "shape") and hasattr(x, "dtype"):  # numpy
+                import numpy as np
+
+                if not np.array_equal(x, y):
+                    return False
+            elif x != y:
+                return False
+        except Exception:  # noqa: BLE001 - an object we cannot compare: assume it is the same
+            continue
+    return True
+
+
+def check_deterministic_data(dataset, collate: Callable, what: str, n: int = 2) -> None:
+    """Refuse data whose first ``n`` examples (or their collated batch) differ between two reads."""
+    k = min(n, len(dataset))
+    a = [dataset[i] for i in range(k)]
+    if not _same(a, [dataset[i] for i in range(k)]):
+        raise _err(f"the {what} dataset returned different values for the same example twice (random augmentation "
+                   f"or transform?); caching needs deterministic data: remove the randomness {_FIX}")
+    if k and not _same(collate([dict(x) for x in a]), collate([dict(x) for x in a])):
+        raise _err(f"the data collator returned different batches for the same {what} examples (random masking or "
+                   f"augmentation?); caching needs a deterministic collator {_FIX}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _Leaf:
+    """One tensor (or constant) of a cached module output, for every example of the dataset; with ``n=None`` only its
+    shape (a placeholder: zeros of that shape are returned)."""
+
+    def __init__(self, root: str, x: Any, batch: int, spans: "_Spans | None", n: int | None) -> None:
+        self.root = root
+        self.placeholder = n is None
+        if not isinstance(x, torch.Tensor):
+            if x is not None and not isinstance(x, (bool, int, float, str)):
+                raise _err(f"the output of frozen module {root!r} holds a {type(x).__name__}, not a tensor, so it "
+                           f"cannot be cached {_FIX}")
+            self.kind, self.const = "const", x
+            return
+        if x.dim() == 0 or x.shape[0] != batch:
+            raise _err(f"the output of frozen module {root!r} has a tensor of shape {tuple(x.shape)} that is not "
+                       f"batched (batch size {batch}), so it cannot be cached per example {_FIX}")
+        self.dtype = x.dtype
+        self.store_dtype = torch.float32 if x.is_floating_point() else x.dtype
+        if spans is not None and x.dim() >= 3 and x.shape[1] == spans.width:
+            self.kind, self.rest = "seq", tuple(x.shape[2:])
+            self.items = None if self.placeholder else [None] * n  # per example: the positions its mask covers
+        else:
+            self.kind, self.rest = "dense", tuple(x.shape[1:])
+            self.data = None if self.placeholder else torch.empty((n, *self.rest), dtype=self.store_dtype)
+
+    def add(self, idx: list[int], x: Any, spans: "_Spans | None") -> None:
+        if self.kind == "const":
+            if x != self.const:
+                raise _err(f"the output of frozen module {self.root!r} holds a value that changes between batches "
+                           f"({self.const!r} then {x!r}) {_FIX}")
+            return
+        if self.kind == "dense":
+            if tuple(x.shape[1:]) != self.rest:
+                raise _err(f"outputs of frozen module {self.root!r} have different shapes in different batches "
+                           f"({self.rest} vs {tuple(x.shape[1:])}) and no attention_mask says which positions are "
+                           f"padding; pad the inputs to a fixed length {_FIX}")
+            if not self.placeholder:
+                self.data[torch.as_tensor(idx)] = x.detach().to("cpu", self.store_dtype)
+            return
+        if spans is None or spans.width != x.shape[1] or tuple(x.shape[2:]) != self.rest:
+            raise _err(f"a sequence output of frozen module {self.root!r} does not match the batch's attention_mask "
+                       f"{_FIX}")
+        if self.placeholder:
+            return
+        x = x.detach()
+        for k, i in enumerate(idx):
+            self.items[i] = x[k, spans.starts[k]:spans.ends[k]].to("cpu", self.store_dtype, copy=True)
+
+    def gather(self, idx: list[int], spans: "_Spans | None", device) -> Any:
+        if self.kind == "const":
+            return self.const
+        if self.placeholder:  # zeros of the right shape, without allocating them
+            size = (len(idx), *((spans.width,) if self.kind == "seq" else ()), *self.rest)
+            return torch.zeros((), dtype=self.dtype, device=device).expand(size)
+        if self.kind == "dense":
+            return self.data.index_select(0, torch.as_tensor(idx)).to(device, self.dtype, non_blocking=True)
+        if spans is None:
+            raise _err(f"the batch has no attention_mask, but the cached output of {self.root!r} was trimmed with one "
+                       f"{_FIX}")
+        out = torch.zeros((len(idx), spans.width, *self.rest), dtype=self.store_dtype)
+        for k, i in enumerate(idx):
+            seg, s, e = self.items[i], spans.starts[k], spans.ends[k]
+            if e - s != seg.shape[0]:
+                raise _err(f"example {idx[k]} covers {e - s} positions in this batch but {seg.shape[0]} when its "
+                           f"features were cached: the dataset changed after caching {_FIX}")
+            out[k, s:e] = seg
+        return out.to(device, self.dtype, non_blocking=True)
+
+    @property
+    def nbytes(self) -> int:
+        if self.kind == "const" or self.placeholder:
+            return 0
+        if self.kind == "dense":
+            return self.data.numel() * self.data.element_size()
+        return sum(t.numel() * t.element_size() for t in self.items if t is not None)
+
+
+class _Spans:
+    """Per example of a batch, the first and one-past-last position its attention mask covers."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        m = mask.detach().cpu().bool()
+        self.width = m.shape[1]
+        any_ = m.any(1)
+        starts = torch.where(any_, m.int().argmax(1), 0)
+        ends = torch.where(any_, self.width - m.flip(1).int().argmax(1), 0)
+        self.starts, self.ends = starts.tolist(), ends.tolist()
+
+    @classmethod
+    def of(cls, mask: Any) -> "_Spans | None":
+        return cls(mask) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+
+class FeatureStore:
+    """The recorded outputs of the cached frozen modules for every example of one dataset."""
+
+    def __init__(self, dataset, roots: list[str], fingerprint: tuple, what: str,
+                 placeholders: list[str] = ()) -> None:
+        self.dataset = dataset
+        self.n = len(dataset)
+        self.roots = list(roots)  # their outputs are stored
+        self.placeholders = list(placeholders)  # outputs only feed stored roots: zeros of the right shape stand in
+        self.fingerprint = fingerprint
+        self.what = what
+        self.specs: dict[str, Any] = {}
+        self.leaves: dict[str, list[_Leaf]] = {}
+        self.filled = torch.zeros(self.n, dtype=torch.bool)
+        self.seconds = 0.0
+        self.padding_dependent = False  # outputs depend on the batch's padded length: all batches must match width
+        self.width: int | None = None
+
+    def add(self, idx: list[int], outputs: Mapping[str, Any], mask: torch.Tensor | None) -> None:
+        spans = _Spans.of(mask)
+        for root in self.roots + self.placeholders:
+            leaves, spec = pytree.tree_flatten(outputs[root])
+            if root not in self.specs:
+                self.specs[root] = spec
+                n = None if root in self.placeholders else self.n
+                self.leaves[root] = [_Leaf(root, x, len(idx), spans, n) for x in leaves]
+            elif spec != self.specs[root]:
+                raise _err(f"the output structure of frozen module {root!r} changed between batches {_FIX}")
+            for leaf, x in zip(self.leaves[root], leaves):
+                leaf.add(idx, x, spans)
+        self.filled[torch.as_tensor(idx)] = True
+
+    def gather(self, idx: list[int], mask: torch.Tensor | None, devices: Mapping[str, Any]) -> dict[str, Any]:
+        """The outputs of every cached module (``devices``: root -> device) for the examples ``idx``."""
+        spans = _Spans.of(mask)
+        if self.width is not None and spans is not None and spans.width != self.width:
+            raise _err(f"the cached outputs of {', '.join(self.roots)} depend on the batch's padded length "
+                       f"({self.width} when cached), but this batch has length {spans.width}; pad every batch to the "
+                       f"same length {_FIX}")
+        return {root: pytree.tree_unflatten([leaf.gather(idx, spans, devices[root]) for leaf in self.leaves[root]],
+                                            self.specs[root]) for root in self.roots + self.placeholders}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(leaf.nbytes for leaves in self.leaves.values() for leaf in leaves)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building and replaying
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _tensor_ids(obj: Any) -> set[int]:
+    return {id(x) for x in pytree.tree_leaves(obj) if isinstance(x, torch.Tensor)}
+
+
+def _max_diff(a: Any, b: Any) -> float | None:
+    """Largest difference between two nested outputs, or ``None`` when their structures differ."""
+    la, sa = pytree.tree_flatten(a)
+    lb, sb = pytree.tree_flatten(b)
+    if sa != sb:
+        return None
+    worst = 0.0
+    for x, y in zip(la, lb):
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            if x.shape != y.shape:
+                return None
+            if x.is_floating_point():
+                d = (x.float() - y.float()).abs()
+                tol = 1e-5 + 1e-4 * y.float().abs()
+                worst = max(worst, float((d - tol).clamp(min=0).max()) if d.numel() else 0.0)
+            elif not torch.equal(x, y):
+                return float("inf")
+        elif x != y:
+            return float("inf")
+    return worst
+
+
+class FeatureCache:
+    """Per-trainer cache: one :class:`FeatureStore` per dataset, valid while the frozen parameters are unchanged."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.stores: dict[str, FeatureStore] = {}
+        self._params = list(model.parameters())
+
+    def fingerprint(self) -> tuple:
+        """Changes when a frozen parameter is modified in place, or when the set of frozen parameters changes."""
+        return tuple(-1 if p.requires_grad else p._version for p in self._params)
+
+    def get(self, key: str, dataset) -> FeatureStore | None:
+        st = self.stores.get(key)
+        if st is not None and st.dataset is dataset and st.n == len(dataset) and st.fingerprint == self.fingerprint():
+            return st
+        return None
+
+    def build(self, key: str, dataset, batches: Iterable[dict], *, prepare: Callable[[dict], dict],
+              context: Callable[[], Any] = contextlib.nullcontext, what: str = "training",
+              collate_one: Callable[[int], dict] | None = None) -> FeatureStore:
+        """One pass over ``batches`` (collated, carrying :data:`INDEX_KEY`) in eval mode; checks on the first.
+        ``collate_one(i)`` is a batch of example ``i`` alone (tells fixed-length padding from dynamic padding)."""
+        t0 = time.perf_counter()
+        self.stores.pop(key, None)
+        model = self.model
+        modes = {m: m.training for m in model.modules()}
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        store, widths, shortest = None, set(), (float("inf"), 0)
+        try:
+            # the DataLoader draws a seed from the global RNG: fork it so the training run's RNG stream is untouched
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                model.eval()
+                for batch in batches:
+                    batch = dict(batch)
+                    idx = batch.pop(INDEX_KEY).tolist()
+                    inputs = prepare(batch)
+                    mask = inputs.get("attention_mask")
+                    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+                        widths.add(mask.shape[1])
+                        lengths = mask.sum(1)
+                        shortest = min(shortest, (int(lengths.min()), idx[int(lengths.argmin())]))
+                    if store is None:
+                        store = self._first_batch(dataset, idx, inputs, context, what)
+                    else:
+                        store.add(idx, self._record(store.roots + store.placeholders, inputs, context), mask)
+        finally:
+            for m, flag in modes.items():
+                m.training = flag
+        if store is None:
+            raise _err(f"the {what} dataset is empty")
+        if store.padding_dependent:
+            if len(widths) == 1 and collate_one is not None:  # dynamic padding, or every batch padded alike?
+                one = collate_one(shortest[1]).get("attention_mask")
+                if isinstance(one, torch.Tensor):
+                    widths.add(one.shape[1])
+            if len(widths) > 1:
+                raise _err(f"the outputs of {', '.join(store.roots)} for an example change with the padding of its "
+                           f"batch (left padding with absolute positions?), and batches have different lengths; pad "
+                           f"on the right or to a fixed length (padding='max_length') {_FIX}")
+            store.width = widths.pop() if widths else None
+        if not bool(store.filled.all()):
+            missing = int((~store.filled).sum())
+            raise _err(f"{missing} of {store.n} {what} examples were not cached (a sampler or drop_last skipped them) "
+                       f"{_FIX}")
+        store.seconds = time.perf_counter() - t0
+        self.stores[key] = store
+        logger.info("feature cache (%s): %d examples, %.1f MiB (float32, CPU), built in %.1f s; stored outputs of %s"
+                    "%s", what, store.n, store.nbytes / 2**20, store.seconds, ", ".join(store.roots),
+                    f"; skipped: {', '.join(store.placeholders)}" if store.placeholders else "")
+        return store
+
+    def _record(self, roots: list[str], inputs: dict, context: Callable) -> dict[str, Any]:
+        outs: dict[str, Any] = {}
+        hooks = [self.model.get_submodule(r).register_forward_hook(
+            lambda mod, args, out, r=r: outs.__setitem__(r, out)) for r in roots]
+        try:
+            with context():
+                self.model(**inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        return outs
+
+    def _first_batch(self, dataset, idx: list[int], inputs: dict, context: Callable, what: str) -> FeatureStore:
+        model = self.model
+        order: list[tuple[str, str]] = []  # ("root" | "head", name) at the top level of the forward pass
+        outs: dict[str, Any] = {}
+        ins: dict[str, set[int]] = {}
+        calls: dict[str, int] = {}
+        depth = [0]  # how many frozen modules are running: the outermost ones are the roots
+
+        def pre(name):
+            def hook(mod, args, kwargs):
+                if depth[0] == 0:
+                    order.append(("root", name))
+                    ins[name] = _tensor_ids((args, kwargs))
+                    calls[name] = calls.get(name, 0) + 1
+                depth[0] += 1
+            return hook
+
+        def post(name):
+            def hook(mod, args, out):
+                depth[0] -= 1
+                if depth[0] == 0:
+                    outs[name] = out
+            return hook
+
+        def head(name):
+            return lambda mod, args: order.append(("head", name)) if depth[0] == 0 else None
+
+        hooks = []
+        for name, m in frozen_modules(model):
+            hooks += [m.register_forward_pre_hook(pre(name), with_kwargs=True), m.register_forward_hook(post(name))]
+        for name, m in _trainable_modules(model):
+            hooks.append(m.register_forward_pre_hook(head(name)))
+        try:
+            with context():
+                reference = model(**inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        call_order = list(dict.fromkeys(n for kind, n in order if kind == "root"))
+        if not call_order:
+            raise _err(f"no frozen module of {type(model).__name__} ran in the forward pass, nothing to cache {_FIX}")
+        twice = [n for n in call_order if calls[n] > 1]
+        if twice:
+            raise _err(f"frozen module {twice[0]!r} runs {calls[twice[0]]} times per forward pass; only modules that "
+                       f"run once can be cached {_FIX}")
+        first_head = next((i for i, (kind, _) in enumerate(order) if kind == "head"), len(order))
+        late = [n for kind, n in order[first_head:] if kind == "root"]
+        if late:
+            raise _err(f"frozen module {late[0]!r} runs after the trainable {order[first_head][1]!r}, so its output "
+                       f"may depend on the head and cannot be cached {_FIX}")
+        again = self._record(call_order, inputs, context)
+        for n in call_order:
+            d = _max_diff(outs[n], again[n])
+            if d is None or d > 0:
+                raise _err(f"frozen module {n!r} gives different outputs for the same batch in eval mode (not "
+                           f"deterministic), so its outputs cannot be cached {_FIX}")
+        # a root whose every output tensor is an input of a later root (embeddings, all blocks but the last) need not
+        # be stored: zeros of its output's shape stand in for it. If the model's own code reads those values too, the
+        # check below fails and every root is stored instead.
+        internal = []
+        for i, n in enumerate(call_order):
+            later = set().union(*(ins[m] for m in call_order[i + 1:])) if i + 1 < len(call_order) else set()
+            out_ids = _tensor_ids(outs[n])
+            if out_ids and out_ids <= later:
+                internal.append(n)
+        boundary = [n for n in call_order if n not in internal]
+        tries = [(boundary, internal)] + ([(call_order, [])] if internal else [])
+        fingerprint = self.fingerprint()
+        for k, (stored, placeholders) in enumerate(tries):
+            store = FeatureStore(dataset, stored, fingerprint, what, placeholders)
+            store.add(idx, outs, inputs.get("attention_mask"))
+            try:
+                with self.replay(store, idx, inputs), context():
+                    replayed = model(**inputs)
+                d = _max_diff(reference, replayed)
+            except Exception as exc:  # noqa: BLE001 - zeros standing in for real values may break the model's code
+                if k + 1 < len(tries):
+                    continue
+                raise _err(f"{type(model).__name__} fails when its frozen modules return cached outputs "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())}) {_FIX}") from exc
+            if d is not None and d == 0:
+                store.padding_dependent = not self._padding_invariant(store, idx, inputs, context)
+                return store
+        raise _err(f"{type(model).__name__} gives different outputs when its frozen modules ({', '.join(call_order)}) "
+                   f"return their cached outputs (its head reads something the cache does not reproduce, e.g. padded "
+                   f"positions) {_FIX}")
+
+    def _padding_invariant(self, store: FeatureStore, idx: list[int], inputs: dict, context: Callable) -> bool:
+        """Whether the most padded example of the batch, run alone without padding, gives the stored outputs (false
+        e.g. for left padding with absolute position embeddings: then every batch must have the same length)."""
+        mask = inputs.get("attention_mask")
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or bool(mask.all()):
+            return True
+        b, t = mask.shape
+        lengths = mask.sum(1).masked_fill(mask.sum(1) == 0, t + 1)  # an all-padding row tells nothing
+        k = int(lengths.argmin())
+        spans = _Spans(mask)
+        s, e = spans.starts[k], spans.ends[k]
+
+        def cut(key, v):
+            if not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape[0] != b:
+                return v
+            v = v[k:k + 1]
+            return v[:, s:e] if v.dim() >= 2 and v.shape[1] == t and "label" not in key else v
+
+        alone = {key: cut(key, v) for key, v in inputs.items()}
+        try:
+            got = self._record(store.roots, alone, context)
+        except Exception:  # noqa: BLE001 - the model does not accept the cut batch: assume dependence
+            return False
+        expected = store.gather([idx[k]], alone["attention_mask"], self._devices(store))
+        for n in store.roots:
+            d = _max_diff(expected[n], got[n])
+            if d is None or d > 0:
+                return False
+        return True
+
+    def _devices(self, store: FeatureStore) -> dict[str, Any]:
+        return {n: next(self.model.get_submodule(n).parameters()).device for n in store.roots + store.placeholders}
+
+    @contextlib.contextmanager
+    def replay(self, store: FeatureStore, idx, inputs: Mapping[str, Any]):
+        """Within this block, the cached modules return ``store``'s outputs for the examples ``idx``."""
+        if store.fingerprint != self.fingerprint():
+            raise _err("the frozen backbone changed after its outputs were cached (a parameter was unfrozen or "
+                       f"overwritten); keep it frozen while training {_FIX}")
+        if isinstance(idx, torch.Tensor):
+            idx = idx.tolist()
+        mask = inputs.get("attention_mask")
+        outs = store.gather(idx, mask, self._devices(store))
+        patched = []
+        try:
+            for name, out in outs.items():
+                module = self.model.get_submodule(name)
+                patched.append((module, module.__dict__.get("forward", _MISSING)))
+                module.forward = _constant(out)
+            yield
+        finally:
+            for module, prev in reversed(patched):
+                if prev is _MISSING:
+                    del module.forward
+                else:
+                    module.forward = prev
+
+
+def _constant(out: Any) -> Callable:
+    def forward(*args, **kwargs):
+        return out
+
+    return forward
