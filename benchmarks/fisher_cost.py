@@ -6,8 +6,9 @@ over repeats, medians:
 * ``train_pass`` -- one epoch of training over the N examples: forward, backward, clip, fused AdamW step.
 * ``batched`` -- :func:`tl_hf.regularizers.estimate_fisher` with ``per_example=False`` (squared batch-mean
   gradients, scaled by the batch size): one forward + backward per batch, no optimizer. Target <= 1.2x train_pass.
-* ``per_example`` -- ``per_example=True``: squared per-example gradients computed for a chunk of examples at once
-  with ``torch.func`` (vmap over examples, not a Python loop of batch-1 passes). Target <= 2x batched.
+* ``per_example`` -- ``per_example=True``: squared per-example gradients of all examples of a batch, computed
+  in one backward per batch: layer hooks form them from each layer's inputs and output gradients (BackPACK-style;
+  not a Python loop of batch-1 passes, and not vmap, which is the fallback for other layer types). Target <= 2x batched.
 
 Both estimators are the empirical Fisher (gradient of the loss at the true label).
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
           f"| one training epoch (fwd + bwd + AdamW) | {med['train_pass']:.2f} | 1.00 | - | - |\n"
           f"| Fisher, batched estimator | {med['batched']:.2f} | {ratios['batched_over_train_pass']:.2f} x training "
           f"| ≤ 1.2 | {yn[met['batched_over_train_pass']]} |\n"
-          f"| Fisher, per-example (torch.func, chunks of {args.chunk_size}) | {med['per_example']:.2f} | "
+          f"| Fisher, per-example (default: one backward per batch with layer hooks) | {med['per_example']:.2f} | "
           f"{ratios['per_example_over_batched']:.2f} x batched | ≤ 2.0 | {yn[met['per_example_over_batched']]} |\n"
           f"\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
     update_docs_section("fisher_cost", md)
