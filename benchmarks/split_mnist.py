@@ -11,10 +11,11 @@ Five binary tasks (digits 0/1, 2/3, 4/5, 6/7, 8/9) learned in order by one MLP (
   ``task_ids`` column). **Class-incremental**: argmax over all 10 units, no task identity.
 * Training per task: Adam(W, no decay) lr 1e-3 constant, batch 64, 4 epochs (~100 steps). van de Ven: lr 1e-4,
   2,000 iterations of batch 128 per task.
-* EWC / online EWC: lambda below (our Fisher is the mean over examples of squared per-example gradients, penalty
-  lambda/2 * sum F (theta - theta*)^2), 1,024 examples per Fisher. L2-SP: the MLP has no pre-training, so task 1
-  plays that role -- the anchors are the weights after task 1 (taken from the naive run of the same seed, which
-  trains task 1 identically up to the penalty), alpha below. Replay: class-balanced memory of 100 or 500 examples,
+* EWC / online EWC: our Fisher is the mean over examples of squared per-example gradients, penalty
+  lambda/2 * sum F (theta - theta*)^2, 1,024 examples per Fisher. L2-SP: the MLP has no pre-training, so task 1
+  plays that role -- the anchors are the weights after task 1 (taken from a naive run of task 1 with the same seed).
+  Strengths (lambda, alpha) are picked per scenario from ``GRID`` by the ACC of a tuning run on another split
+  (seed 100), then fixed for the 3 reported seeds. Replay: class-balanced memory of 100 or 500 examples,
   interleaved (half of each later task's training stream comes from memory).
 
     python benchmarks/split_mnist.py            # full: 3 seeds, both scenarios, 7 methods (~10 min on 2 cores)
