@@ -25,6 +25,27 @@ def test_strategy_auto_follows_the_decision_guide(n, shift, policy, k, decay):
         assert any("domain_shift" in r for r in reasons)
 
 
+def test_strategy_auto_can_cache_features_for_very_small_sets():
+    _, freezing, reasons = choose_strategy(StrategyConfig(mode="auto", cache_features=True), 50, 6)
+    assert (freezing.policy, freezing.cache_features) == ("feature_extraction", True)
+    assert any("cache_features" in r for r in reasons)
+    _, freezing, _ = choose_strategy(StrategyConfig(mode="auto", cache_features=True), 500, 6)
+    assert (freezing.policy, freezing.cache_features) == ("top_k", False)  # only feature extraction caches
+    _, freezing, _ = choose_strategy(StrategyConfig(mode="auto"), 50, 6)
+    assert freezing.cache_features is False
+
+
+def test_strategy_auto_with_cached_features_trains_end_to_end(tmp_path, tiny_model_dir, tiny_data,  # noqa: F811
+                                                               caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tl_hf.feature_cache"):
+        results = _run(tmp_path, tiny_model_dir, tiny_data, "strategy.mode=auto", "strategy.cache_features=true",
+                       "training.num_train_epochs=3")
+    assert results["eval_samples"] > 0
+    assert any(r.getMessage().startswith("feature cache (") for r in caplog.records), "the backbone was not cached"
+
+
 def test_strategy_thresholds_are_configurable_and_checked():
     llrd, freezing, _ = choose_strategy(StrategyConfig(mode="auto", small_max=10, medium_max=20), 15, 6)
     assert freezing.policy == "top_k"

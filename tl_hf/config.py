@@ -190,6 +190,10 @@ class StrategyConfig:
     llrd_decay: float = field(default=0.9, metadata={"help": "LLRD decay used by auto for medium and large data."})
     domain_shift: str = field(default="none", metadata={"help": "none | small | large: a larger shift from the "
                                                                 "pretraining data moves the choice to unfreeze more."})
+    cache_features: bool = field(default=False, metadata={
+        "help": "When auto picks feature extraction, cache the frozen backbone's outputs (freezing.cache_features): "
+                "the head then trains as a small classifier on fixed features, each epoch costing ~1% of a full pass. "
+                "Not with regularizers or peft."})
 
     def __post_init__(self) -> None:
         if self.mode not in STRATEGY_MODES:

@@ -2,7 +2,8 @@
 
 Very small labelled sets (under ``small_max``, ~100) overfit a fine-tuned backbone: extract features (frozen backbone,
 train the head). Medium sets (up to ``medium_max``, ~10k) fine-tune the top blocks with layer-wise LR decay. Large
-sets fine-tune everything (still with LLRD). A stated domain shift from the pretraining data moves the choice one
+sets fine-tune everything (still with LLRD). With ``cache_features`` the feature-extraction choice caches the frozen
+backbone's outputs, so the head trains as a small classifier on fixed features (cheap enough for many epochs). A stated domain shift from the pretraining data moves the choice one
 step towards unfreezing more (Yosinski et al. 2014, https://arxiv.org/abs/1411.1792; Howard & Ruder 2018,
 https://arxiv.org/abs/1801.06146; Peters et al. 2019, https://arxiv.org/abs/1903.05987).
 """
@@ -39,7 +40,10 @@ def choose_strategy(cfg, n_train: int, num_blocks: int) -> tuple[LLRDConfig, Fre
         level = new
     k = min(cfg.top_k, num_blocks)
     if level == 0:
-        return LLRDConfig(decay=1.0), FreezingConfig(policy="feature_extraction"), reasons
+        cache = bool(getattr(cfg, "cache_features", False))
+        if cache:
+            reasons.append("cache_features: the frozen backbone runs once; the head trains on its cached outputs")
+        return LLRDConfig(decay=1.0), FreezingConfig(policy="feature_extraction", cache_features=cache), reasons
     if level == 1:
         return LLRDConfig(decay=cfg.llrd_decay), FreezingConfig(policy="top_k", k=k), reasons
     if level == 2:
