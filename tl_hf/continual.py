@@ -45,7 +45,7 @@ import torch
 
 from .regularizers import Regularizer, build_regularizer
 from .regularizers.replay import Replay
-from .state import CorruptStateError, atomic_write_json
+from .state import CorruptStateError, atomic_write_json, file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -865,25 +865,10 @@ def _check_state_files(folder: str, output_dir: str) -> None:
     for dirpath, _, files in os.walk(folder):
         for name in sorted(files):
             path = os.path.join(dirpath, name)
-            problem = None
-            if name.endswith(".json"):
-                try:
-                    with open(path, encoding="utf-8") as f:
-                        json.load(f)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    problem = str(exc)
-            elif name.endswith(".safetensors"):
-                try:
-                    from safetensors import safe_open
-
-                    with safe_open(path, framework="pt") as f:
-                        for key in f.keys():
-                            f.get_slice(key)
-                except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-                    problem = str(exc)
+            problem = file_problem(path)
             if problem:
                 raise CorruptStateError(f"cannot resume the continual run in {output_dir}: {path} is truncated or "
-                                        f"corrupt ({' '.join(problem.split())[:120]}); "
+                                        f"corrupt ({problem}); "
                                         f"{_START_OVER.format(out=output_dir)}")
     if not os.path.exists(os.path.join(folder, STATE_JSON)) or not os.path.exists(os.path.join(folder, MODEL_FILE)):
         raise CorruptStateError(f"cannot resume the continual run in {output_dir}: {folder} lacks {STATE_JSON} or "

@@ -132,6 +132,12 @@ from .continual import MLP_LAYER_MAP  # noqa: E402  (re-exported)
 _MLP_SPEC = re.compile(r"^mlp(?::(\d+))?$", re.IGNORECASE)
 
 
+_REPLAY_SOURCE_TASK_IL = (
+    "data.replay_source fills the replay memory, but replay needs one shared head and data.scenario is "
+    "task_incremental (one head per task: replayed examples would be trained through the current task's head with "
+    "labels of another head). Use class_incremental or domain_incremental, or drop data.replay_source")
+
+
 def _builtin_labels(name: str) -> list[str]:
     from .data import _BUILTIN
 
@@ -273,11 +279,7 @@ class ContinualDataConfig:
             raise ConfigError(f"{where}: set exactly one of digits (MNIST digits that no task uses, e.g. [8, 9]) "
                               "or imagefolder (a folder of class subfolders of images)")
         if self.scenario == "task_incremental":
-            raise ConfigError(
-                "data.replay_source fills the replay memory, but replay needs one shared head and data.scenario is "
-                "task_incremental (one head per task: replayed examples would be trained through the current task's "
-                "head with labels of another head). Use class_incremental or domain_incremental, or drop "
-                "data.replay_source")
+            raise ConfigError(_REPLAY_SOURCE_TASK_IL)
         n = _positive_int(spec.get("max_samples"), f"{where}.max_samples")
         name = spec.get("name")
         if digits is not None:
@@ -338,11 +340,7 @@ class ContinualDataConfig:
         if src is None:
             return
         if self.scenario == "task_incremental":
-            raise ConfigError(
-                "data.replay_source fills the replay memory, but replay needs one shared head and data.scenario is "
-                "task_incremental (one head per task: replayed examples would be trained through the current task's "
-                "head with labels of another head). Use class_incremental or domain_incremental, or drop "
-                "data.replay_source")
+            raise ConfigError(_REPLAY_SOURCE_TASK_IL)
         if self.scenario == "class_incremental":
             for s in sources:
                 if s.identity == src.identity:

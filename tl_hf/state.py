@@ -7,7 +7,7 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_write_json", "read_json", "CorruptStateError", "validate_checkpoint"]
+__all__ = ["atomic_write_json", "read_json", "CorruptStateError", "file_problem", "validate_checkpoint"]
 
 
 class CorruptStateError(ValueError):
@@ -40,36 +40,40 @@ def read_json(path: str) -> Any:
         raise CorruptStateError(f"{path} is truncated or corrupt ({exc}); resume from an earlier checkpoint") from None
 
 
-def validate_checkpoint(folder: str) -> None:
-    """Check every file of a checkpoint before resuming from it: JSON parses, safetensors headers read, torch
-    pickles (optimizer/scheduler/RNG, written by transformers) are complete zip archives. A crash while a checkpoint
-    was being written leaves such a file truncated; say which one instead of failing deep inside a library."""
+def file_problem(path: str) -> str | None:
+    """Why the state file ``path`` cannot be read, or None: JSON must parse, every tensor of a safetensors file must be
+    present (a truncated file fails here), torch pickles written by transformers must be complete zip archives."""
     import zipfile
 
+    name = os.path.basename(path)
+    try:
+        if name.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+        elif name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(path):
+            return "not a complete archive"
+    except Exception as exc:  # noqa: BLE001 - json and safetensors raise their own error types
+        return " ".join(str(exc).split())[:120]
+    return None
+
+
+def validate_checkpoint(folder: str) -> None:
+    """Check every file of a checkpoint before resuming from it (:func:`file_problem`). A crash while a checkpoint
+    was being written leaves such a file truncated; say which one instead of failing deep inside a library."""
     if not os.path.isdir(folder):
         raise CorruptStateError(f"checkpoint {folder} does not exist")
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             continue
-        problem = None
-        if name.endswith(".json"):
-            try:
-                with open(path) as f:
-                    json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                problem = str(exc)
-        elif name.endswith(".safetensors"):
-            try:
-                from safetensors import safe_open
-
-                with safe_open(path, framework="pt") as f:
-                    f.keys()
-            except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
-                problem = str(exc)
-        elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(path):
-            problem = "not a complete archive"
+        problem = file_problem(path)
         if problem:
             raise CorruptStateError(
-                f"checkpoint {folder} is unusable: {path} is truncated or corrupt ({' '.join(problem.split())[:120]});"
+                f"checkpoint {folder} is unusable: {path} is truncated or corrupt ({problem});"
                 " resume from an earlier checkpoint (training.resume_from_checkpoint=...) or delete this one")
