@@ -397,3 +397,42 @@ def test_checkpoint_without_our_state_is_refused_when_regularizers_need_it(tmp_p
     os.remove(tmp_path / "checkpoint-3" / "tl_hf_state.json")
     with pytest.raises(ValueError, match=r"checkpoint-3 has no tl_hf_state.json.*\(ewc, replay, l2sp\) is missing"):
         _resume_run(tmp_path, 7, resume=str(tmp_path / "checkpoint-3"))
+
+
+def test_penalty_gradients_equal_autograd_of_the_penalty_value():
+    """add_penalty_grad must add exactly d(penalty_value)/d(theta) (EWC, online EWC, L2-SP with new parameters)."""
+    import torch
+
+    from tl_hf.regularizers import EWC, L2SP, OnlineEWC
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    named = list(model.named_parameters())
+    ewc, oewc = EWC(lambda_=3.0), OnlineEWC(lambda_=2.0, gamma=0.5)
+    for reg in (ewc, oewc):
+        reg.tasks = [({n: torch.rand_like(p) for n, p in named}, {n: p.detach() + torch.randn_like(p) for n, p in named})]
+        reg.meta = {}
+        reg.bind(model)
+    l2sp = L2SP(alpha=0.7, beta=0.2, new_params=[r"^2\."])
+    l2sp.bind(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    for reg in (ewc, oewc, l2sp):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        reg.add_penalty_grad(named, 1.0)
+        ours = [p.grad.clone() for p in model.parameters()]
+        value = reg.penalty_value(model)
+        # autograd of the same penalty, recomputed from the regularizer's own value on perturbed weights
+        eps = 1e-3
+        for (n, p), g in zip(named, ours):
+            i = tuple(0 for _ in p.shape)
+            with torch.no_grad():
+                p[i] += eps
+                up = reg.penalty_value(model)
+                p[i] -= 2 * eps
+                down = reg.penalty_value(model)
+                p[i] += eps
+            assert abs((up - down) / (2 * eps) - float(g[i])) < 1e-2 * max(1.0, abs(float(g[i]))), (reg.name, n)
+        assert value > 0

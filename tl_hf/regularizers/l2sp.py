@@ -77,11 +77,15 @@ class L2SP(Regularizer):
         if a:
             ns, ps, gs = foreach_params(named_params, set(self.anchors))
             if ns:
-                diff = torch._foreach_sub([p.detach() if p.dtype == torch.float32 else p.detach().float()
-                                           for p in ps], [self.anchors[n] for n in ns])  # fp32 arithmetic
-                if any(g.dtype != torch.float32 for g in gs):
-                    diff = [d.to(g.dtype) for d, g in zip(diff, gs)]
-                torch._foreach_add_(gs, diff, alpha=a)
+                if all(p.dtype == torch.float32 and g.dtype == torch.float32 for p, g in zip(ps, gs)):
+                    # g += a * p - a * anchor, in place: no parameter-sized temporaries
+                    torch._foreach_add_(gs, [p.detach() for p in ps], alpha=a)
+                    torch._foreach_add_(gs, [self.anchors[n] for n in ns], alpha=-a)
+                else:  # half-precision weights or grads: the difference in fp32, then cast
+                    diff = torch._foreach_sub([p.detach().float() for p in ps], [self.anchors[n] for n in ns])
+                    if any(g.dtype != torch.float32 for g in gs):
+                        diff = [d.to(g.dtype) for d, g in zip(diff, gs)]
+                    torch._foreach_add_(gs, diff, alpha=a)
         if b:
             ns, ps, gs = foreach_params(named_params, self.new)
             if ns:
