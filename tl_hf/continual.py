@@ -244,7 +244,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.columns.items()}
 
 
-_DEFAULT_ARGS = dict(use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
+_DEFAULT_ARGS = dict(report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
 _DEFAULT_HEAD = [r"(?:^|\.)classifier\."]
 
 
@@ -264,7 +264,8 @@ class ContinualRunner:
             ``active`` (EWC / online EWC after a Fisher exists, i.e. from task 2; replay once its memory holds task 1;
             L2-SP from task 1). After each task every regularizer gets ``end_task(model, task.train, ...)``.
         training_args: ``TrainingArguments`` keywords for every task (``output_dir`` is set per task), or a callable
-            ``(task_index, task) -> dict``. Defaults: ``use_cpu=True, report_to="none", save_strategy="no"``.
+            ``(task_index, task) -> dict``. Defaults: ``report_to="none", save_strategy="no"``, ``use_cpu=True`` on a machine without an
+            accelerator.
         trainer_kwargs: passed to every :class:`~tl_hf.TransferTrainer` (``llrd``, ``freezing``, ``layer_map``,
             ``data_collator``...).
         layer_map: shortcut for ``trainer_kwargs["layer_map"]`` (rules for a model without a built-in map).
@@ -490,6 +491,10 @@ class ContinualRunner:
 
         kw = self.training_args(k, task) if callable(self.training_args) else self.training_args
         kw = {**_DEFAULT_ARGS, **dict(kw)}
+        if "use_cpu" not in kw:  # CPU-only machine: use_cpu=True (it is also what enables DDP over gloo there)
+            from .run_common import _has_accelerator
+
+            kw["use_cpu"] = not _has_accelerator()
         kw["output_dir"] = os.path.join(self.output_dir, _task_dir(k, task.name))
         return TrainingArguments(**kw)
 

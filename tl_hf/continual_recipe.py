@@ -851,6 +851,10 @@ def _card_task(info: dict, d: ContinualDataConfig, source: TextSource | None) ->
     return {**info, "dataset": name, "data": f"file `{name}`"}
 
 
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
 def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None = None) -> dict[str, Any]:
     """Run the continual-learning sequence ``cfg`` describes (see the module docstring); returns the results written
     to ``training.output_dir/all_results.json`` plus ``eval_accuracy`` (= ACC) and ``eval_split`` for the CLI.
@@ -864,6 +868,9 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
     from .layers import get_layer_map
     from .regularizers import Replay, build_regularizer
     from .run_common import _has_accelerator, build_training_args, resolve_strategy
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        log = _silent  # under accelerate launch / torchrun only the main process reports
     from .state import atomic_write_json
 
     start = time.perf_counter()
@@ -915,6 +922,8 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
 
     training = {k: v for k, v in cfg.training.items() if k != "output_dir"}
     accel = _has_accelerator()
+    # on a machine without an accelerator, use_cpu=True is what makes transformers use DDP (gloo) under a
+    # multi-process launch; without it every rank would train on its own (parallel_mode NOT_PARALLEL)
     training.setdefault("use_cpu", not accel)
     if not accel:
         training.setdefault("dataloader_pin_memory", False)
