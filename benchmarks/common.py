@@ -49,3 +49,19 @@ def update_docs_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOCS.write_text(text)
+
+
+def train_step(model, batch, opt, reg=None, extra_loss=None) -> None:
+    """One optimizer step as TransferTrainer takes it: forward, backward, the regularizer's penalty gradient, clip,
+    step, zero_grad. ``extra_loss(model)`` is added to the loss (the naive autograd penalty)."""
+    import torch
+
+    loss = model(**batch).loss
+    if extra_loss is not None:
+        loss = loss + extra_loss(model)
+    loss.backward()
+    if reg is not None:
+        reg.add_penalty_grad([(n, p) for n, p in model.named_parameters() if p.grad is not None])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_docs_section, write_result  # noqa: E402
+from common import train_step, update_docs_section, write_result  # noqa: E402
 
 
 def _status(key: str) -> int:
@@ -73,13 +73,7 @@ def child(variant: str, steps: int) -> dict:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     for _ in range(steps):
-        loss = model(**batch).loss
-        loss.backward()
-        if reg is not None:
-            reg.add_penalty_grad([(n, p) for n, p in model.named_parameters() if p.grad is not None])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, batch, opt, reg)
     return {"variant": variant, "held_before_training_bytes": held, "peak_training_bytes": _status("VmHWM"),
             "regularizer_state_elements": n_reg, "params": sum(p.numel() for p in model.parameters())}
 

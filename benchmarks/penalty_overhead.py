@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import median, train_step, update_docs_section, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -58,16 +58,11 @@ def main(argv=None) -> int:
     l2sp.bind(model)
     fisher, anchors = ewc.tasks[0]
 
+    def naive_penalty(m):
+        return 0.5 * sum((fisher[n] * (p - anchors[n]) ** 2).sum() for n, p in m.named_parameters())
+
     def step(reg=None, naive=False):
-        loss = model(**batch).loss
-        if naive:
-            loss = loss + 0.5 * sum((fisher[n] * (p - anchors[n]) ** 2).sum() for n, p in model.named_parameters())
-        loss.backward()
-        if reg is not None:
-            reg.add_penalty_grad([(n, p) for n, p in model.named_parameters() if p.grad is not None])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, batch, opt, reg, naive_penalty if naive else None)
 
     variants = {"baseline": lambda: step(), "ewc": lambda: step(ewc), "online_ewc": lambda: step(oewc),
                 "l2sp": lambda: step(l2sp), "naive_autograd_ewc": lambda: step(naive=True)}

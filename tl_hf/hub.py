@@ -608,6 +608,23 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
+@contextlib.contextmanager
+def _network_errors(folder: str, repo: str | None):
+    """Turn a failure to reach the Hub (also when huggingface_hub wraps it in its own error) into
+    :class:`HubUnavailableError` naming the repo and the folder where the model stays saved."""
+    try:
+        yield
+    except _unavailable_types() as exc:
+        raise _unavailable(folder, repo, f"{type(exc).__name__}: {exc}") from None
+    except HubUnavailableError:
+        raise
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and isinstance(cause, _unavailable_types()):
+            raise _unavailable(folder, repo, f"{type(cause).__name__}: {cause}") from None
+        raise
+
+
 def _unavailable(output_dir: str, repo: str | None, why: str) -> HubUnavailableError:
     why = " ".join(scrub_tokens(str(why)).split())
     if len(why) > 200:
@@ -726,17 +743,9 @@ def push(trainer, *, repo_id: str | None = None, commit_message: str = "End of t
     trainer.create_model_card = create_model_card
     trainer.save_model = lambda *a, **k: None
     try:
-        with _args_without_token(trainer, [token]):
+        with _args_without_token(trainer, [token]), _network_errors(output_dir, repo):
             return trainer.push_to_hub(commit_message=commit_message, blocking=blocking, token=token,
                                        revision=revision, private=private, **card_kwargs)
-    except _unavailable_types() as exc:
-        raise _unavailable(output_dir, repo, f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        # huggingface_hub wraps some network failures in its own errors
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None and isinstance(cause, _unavailable_types()):
-            raise _unavailable(output_dir, repo, f"{type(cause).__name__}: {cause}") from None
-        raise
     finally:
         del trainer.create_model_card, trainer.save_model
 
@@ -946,15 +955,8 @@ def push_folder(folder: str, *, repo_id: str, private: bool | None = None, token
     for prefix, path in extras.items():
         ops += [CommitOperationAdd(path_in_repo=f"{prefix}/{p.relative_to(path).as_posix()}", path_or_fileobj=str(p))
                 for p in sorted(_files_to_upload(path))]
-    try:
+    with _network_errors(folder, repo_id):
         api = HfApi(endpoint=_endpoint())
         url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
         return api.create_commit(url.repo_id, operations=ops, commit_message=commit_message, token=token,
                                  revision=revision)
-    except _unavailable_types() as exc:
-        raise _unavailable(folder, repo_id, f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None and isinstance(cause, _unavailable_types()):
-            raise _unavailable(folder, repo_id, f"{type(cause).__name__}: {cause}") from None
-        raise
