@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -26,3 +28,14 @@ def real_data_root(require: str) -> Path:
 
         pytest.fail(f"{require} not found under {root}: set TL_HF_DATA_ROOT to the shared data folder")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on 2 shared cores: one thread is many times faster than two fighting a busy neighbour."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -32,12 +32,7 @@ if __name__ != "__main__":  # (the push worker runs this file as a script: test_
     from test_config_cli import tiny_model_dir  # noqa: F401  (fixture)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ MNIST_CONFIG = REPO / "recipes" / "configs" / "continual_mnist_pairs.yaml"
 TEXT_CONFIG = REPO / "recipes" / "configs" / "continual_text_minilm.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on 2 shared cores: one thread is many times faster than two fighting a busy neighbour."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
