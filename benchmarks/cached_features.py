@@ -62,7 +62,7 @@ def run(name, data, collator, out, *, epochs, batch, lr, cached, backbone_dropou
     from transformers import AutoConfig, AutoModelForSequenceClassification, TrainingArguments
 
     from tl_hf import TransferTrainer
-    from tl_hf.models import resolve_model_path
+    from tl_hf.run.models import resolve_model_path
 
     path, _ = resolve_model_path("bundled:all-MiniLM-L6-v2")
     config = AutoConfig.from_pretrained(path, num_labels=2)
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
     import transformers
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
-    from tl_hf.config import DataConfig
-    from tl_hf.data import load_text_classification, tokenize_datasets
-    from tl_hf.models import resolve_model_path
+    from tl_hf.run.config import DataConfig
+    from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+    from tl_hf.run.models import resolve_model_path
 
     transformers.logging.set_verbosity_error()
     tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled:all-MiniLM-L6-v2")[0])

@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import transformers
 
-    from tl_hf.config import load_config
-    from tl_hf.continual_recipe import run_continual_recipe
+    from tl_hf.run.config import load_config
+    from tl_hf.run.tasks.continual import run_continual_recipe
 
     transformers.logging.set_verbosity_error()
     runs = RUNS[:1] if args.small else RUNS

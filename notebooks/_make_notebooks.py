@@ -3,7 +3,7 @@
     python notebooks/_make_notebooks.py
 
 Edit the cell sources here, not in the .ipynb files, then rerun this script. The notebooks use only tl_hf's public API
-(``tl_hf``, ``tl_hf.regularizers``, ``tl_hf.continual``, ``tl_hf.data``, ``tl_hf.config``, ``tl_hf.metrics``).
+(``tl_hf``, ``tl_hf.regularizers``, ``tl_hf.continual``, ``tl_hf.run.data.text``, ``tl_hf.run.config``, ``tl_hf.run.metrics``).
 Each reads ``TL_HF_NOTEBOOK_SMALL=1`` to run at tiny settings (what ``tests/test_notebooks.py`` does in CI).
 """
 
@@ -97,9 +97,9 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           PrinterCallback, TrainingArguments, set_seed)
 
 from tl_hf import FreezingConfig, LLRDConfig, TransferTrainer, get_layer_map
-from tl_hf.config import DataConfig
-from tl_hf.data import load_text_classification, tokenize_datasets
-from tl_hf.metrics import compute_metrics
+from tl_hf.run.config import DataConfig
+from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+from tl_hf.run.metrics import compute_metrics
 
 S = dict(
     n_train=64 if SMALL else 4000,       # seeded random subset of the 67,349 SST-2 training rows
@@ -290,9 +290,9 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           PrinterCallback, TrainerCallback, TrainingArguments, set_seed)
 
 from tl_hf import FreezingConfig, GradualSchedule, LLRDConfig, TransferTrainer, get_layer_map
-from tl_hf.config import DataConfig
-from tl_hf.data import load_text_classification, tokenize_datasets
-from tl_hf.metrics import compute_metrics
+from tl_hf.run.config import DataConfig
+from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+from tl_hf.run.metrics import compute_metrics
 
 S = dict(
     n_train=64 if SMALL else 2000,

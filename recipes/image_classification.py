@@ -3,7 +3,7 @@
 
     python recipes/image_classification.py recipes/configs/hymenoptera_vit.yaml [key=value ...]
 
-Flow (tl_hf.vision.run_image_classification): config -> model config (fails fast offline) -> data (image folders or
+Flow (tl_hf.run.tasks.image_classification.run_image_classification): config -> model config (fails fast offline) -> data (image folders or
 MNIST, seeded subsets, unreadable files skipped or reported) -> model -> TransferTrainer (LLRD, freezing) -> train ->
 evaluate -> all_results.json, eval_predictions.jsonl, confusion_matrix.png.
 """

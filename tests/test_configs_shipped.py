@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_hf.config import load_config
+from tl_hf.run.config import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tl_hf.cli import main
-from tl_hf.config import load_config
+from tl_hf.run.config import load_config
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "hf_ContinualTokenAbCdEfGh0123"  # training.hub_token / $HF_TOKEN: must never reach a file
@@ -68,7 +68,7 @@ training: {{output_dir: {out}, {steps}, per_device_train_batch_size: 16, learnin
 
 def _run(cfg_path: Path, *overrides, interrupt=None, log=None):
     from tl_hf.continual import ContinualInterrupted
-    from tl_hf.continual_recipe import run_continual_recipe
+    from tl_hf.run.tasks.continual import run_continual_recipe
 
     cfg = load_config(cfg_path, list(overrides))
     lines = [] if log is None else log

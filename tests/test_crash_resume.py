@@ -183,7 +183,7 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(runs, config):
 
 
 def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_usable(runs):
-    from tl_hf.state import CorruptStateError, read_json
+    from tl_hf.core.state import CorruptStateError, read_json
 
     rc, err = runs["res1"]["kill6"]
     assert rc == -signal.SIGKILL, f"rc={rc}\n{err}"

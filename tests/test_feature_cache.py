@@ -6,7 +6,7 @@ from transformers import TrainerCallback
 
 from tiny import TokenDataset, params_snapshot, tiny_bert, tiny_model, training_args
 from tl_hf import FeatureCacheError, FreezingConfig, TransferTrainer
-from tl_hf.feature_cache import check_trainer_setup
+from tl_hf.core.feature_cache import check_trainer_setup
 
 FE = {"policy": "feature_extraction"}
 FE_CACHED = {"policy": "feature_extraction", "cache_features": True}
@@ -230,7 +230,7 @@ def test_cache_features_needs_the_feature_extraction_policy():
 
 
 def test_cache_features_is_a_yaml_and_override_key():
-    from tl_hf.config import ConfigError, load_config
+    from tl_hf.run.config import ConfigError, load_config
 
     cfg = load_config(None, ["freezing.policy=feature_extraction", "freezing.cache_features=true"])
     assert cfg.freezing.cache_features is True

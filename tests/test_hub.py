@@ -224,7 +224,7 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
     from huggingface_hub import HfApi
 
-    import tl_hf.hub as hub_mod
+    import tl_hf.hub.publish as hub_mod
     from tl_hf.hub import HubUnavailableError, push
 
     with socket.socket() as s:  # a port with nothing listening
@@ -252,7 +252,7 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
 def test_push_refuses_files_that_contain_a_token(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
-    import tl_hf.hub as hub_mod
+    import tl_hf.hub.publish as hub_mod
     from tl_hf.hub import TokenLeakError, push
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)

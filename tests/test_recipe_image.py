@@ -1,4 +1,4 @@
-"""Image-classification recipe (tl_hf.vision): image folders, the real hymenoptera and MNIST data, bad images,
+"""Image-classification recipe (tl_hf.run.tasks.image_classification): image folders, the real hymenoptera and MNIST data, bad images,
 augmentation, normalisation, clear errors, the configs and the recipe script.
 
 No pretrained ViT exists offline: a tiny ViTForImageClassification (image_size 32, patch 8, hidden 32, 2 layers) is
@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import real_data_root  # noqa: E402
 
-from tl_hf.config import ConfigError, load_config  # noqa: E402
-from tl_hf.data import DataError  # noqa: E402
-from tl_hf.models import ModelLoadError  # noqa: E402
-from tl_hf.vision import (IMAGENET_MEAN, IMAGENET_STD, BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402
+from tl_hf.run.config import ConfigError, load_config  # noqa: E402
+from tl_hf.run.data.text import DataError  # noqa: E402
+from tl_hf.run.models import ModelLoadError  # noqa: E402
+from tl_hf.run.tasks.image_classification import (IMAGENET_MEAN, IMAGENET_STD, BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402
                           ImageTransform, image_stats, load_image_classification, save_scratch_vit)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,7 @@ def test_normalisation_from_processor_config_defaults_and_overrides(tmp_path, ti
 
 
 def test_data_image_mean_override_and_collator(tmp_path, tiny_vit_dir, image_folder):
-    from tl_hf.vision import run_image_classification  # noqa: F401  (registered task)
+    from tl_hf.run.tasks.image_classification import run_image_classification  # noqa: F401  (registered task)
 
     cfg = load_config(_cfg(tmp_path, tiny_vit_dir, f"{{train_dir: {image_folder / 'train'}, image_mean: [0.0], "
                                                    "image_std: [1.0], exclude: ['*.jpg']}"))
@@ -426,7 +426,7 @@ def test_model_errors_are_one_line(tmp_path, tiny_vit_dir, image_folder, capsys)
         assert err.count("\n") == 1 and re.search(match, err), err
     with pytest.raises(ConfigError, match=r"model.num_labels=2 but the data has 3 labels"):
         _draw(image_folder / "train" / "wasps" / "w.png", (9, 9, 9))
-        from tl_hf.vision import run_image_classification
+        from tl_hf.run.tasks.image_classification import run_image_classification
 
         run_image_classification(load_config(cfg, ["model.num_labels=2"]), log=lambda *_: None)
 
@@ -444,7 +444,7 @@ def test_offline_hub_id_fails_fast_with_a_clear_message(tmp_path, capsys, monkey
     assert "HF_HUB_OFFLINE=1" in err and "model.name_or_path=/path/to/vit" in err and "MiniLM" not in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ModelLoadError):
-        from tl_hf.vision import _load_model_config
+        from tl_hf.run.tasks.image_classification import _load_model_config
 
         _load_model_config(HUB_ID)
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from test_config_cli import TRAIN_ROWS, _tiny_run_config, tiny_data, tiny_model_dir  # noqa: F401  (fixtures)
 
-from tl_hf.config import ConfigError, StrategyConfig, load_config
-from tl_hf.strategy import choose_strategy
+from tl_hf.run.config import ConfigError, StrategyConfig, load_config
+from tl_hf.run.strategy import choose_strategy
 
 
 @pytest.mark.parametrize("n,shift,policy,k,decay", [
@@ -39,7 +39,7 @@ def test_strategy_auto_with_cached_features_trains_end_to_end(tmp_path, tiny_mod
                                                                caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="tl_hf.feature_cache"):
+    with caplog.at_level(logging.INFO, logger="tl_hf.core.feature_cache"):
         results = _run(tmp_path, tiny_model_dir, tiny_data, "strategy.mode=auto", "strategy.cache_features=true",
                        "training.num_train_epochs=3")
     assert results["eval_samples"] > 0
@@ -122,7 +122,7 @@ def test_bad_regularizer_in_config_is_named(tmp_path, tiny_model_dir, tiny_data)
 
 
 def test_early_stopping_without_evaluation_is_refused(tmp_path, tiny_model_dir, tiny_data):
-    from tl_hf.run_common import build_training_args
+    from tl_hf.run.template import build_training_args
 
     cfg = load_config(_tiny_run_config(tmp_path, tiny_model_dir, tiny_data), ["early_stopping.patience=2"])
     with pytest.raises(ConfigError, match="needs evaluations: set training.eval_strategy"):
@@ -149,7 +149,7 @@ def test_push_offline_fails_fast_and_keeps_the_model(tmp_path, tiny_model_dir, t
 def test_offline_metrics_follow_the_evaluate_interface():
     import sklearn.metrics as sk
 
-    from tl_hf import metrics
+    from tl_hf.run import metrics
 
     preds, refs = [0, 2, 1, 2, 2, 0, 1], [0, 1, 1, 2, 0, 0, 2]
     acc = metrics.load("accuracy")
@@ -181,7 +181,7 @@ def test_regularizer_values_in_yaml_are_typed(tmp_path, tiny_model_dir, tiny_dat
 
 
 def test_remote_code_is_off_unless_the_config_asks(tmp_path, tiny_model_dir, tiny_data):  # noqa: F811
-    from tl_hf.models import _from_pretrained
+    from tl_hf.run.models import _from_pretrained
 
     seen = {}
 

@@ -7,7 +7,7 @@ from transformers import Trainer
 
 from tiny import TokenDataset, params_snapshot, tiny_bert, tiny_model, training_args
 from tl_hf import TransferTrainer
-from tl_hf.trainer import STATE_FILE
+from tl_hf.core.trainer import STATE_FILE
 
 
 def _one_update(trainer_cls, tmp_path, bs, ga, model_type="bert"):
@@ -102,7 +102,7 @@ def test_model_init_is_refused(tmp_path):
 
 
 def test_non_finite_loss_stops_training_and_names_the_step(tmp_path):
-    from tl_hf.trainer import NonFiniteLossError
+    from tl_hf.core.trainer import NonFiniteLossError
 
     model = tiny_bert()
     tr = TransferTrainer(model, training_args(tmp_path, max_steps=6, learning_rate=1e12, save_strategy="steps",

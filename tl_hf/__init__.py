@@ -1,10 +1,10 @@
 """tl_hf: transfer learning on top of transformers.Trainer."""
 
-from .feature_cache import FeatureCacheError
-from .freezing import POLICIES, FreezingConfig, FreezingController, GradualSchedule, Phase
-from .layers import ARCHITECTURES, ArchitectureSpec, LayerMap, UnknownArchitectureError, get_layer_map, register_architecture
-from .optim import LLRDConfig, group_lrs, no_weight_decay_names, param_groups_layer_decay
-from .trainer import GradualUnfreezingCallback, TransferTrainer
+from tl_hf.core.feature_cache import FeatureCacheError
+from tl_hf.core.freezing import POLICIES, FreezingConfig, FreezingController, GradualSchedule, Phase
+from tl_hf.core.layers import ARCHITECTURES, ArchitectureSpec, LayerMap, UnknownArchitectureError, get_layer_map, register_architecture
+from tl_hf.core.optim import LLRDConfig, group_lrs, no_weight_decay_names, param_groups_layer_decay
+from tl_hf.core.trainer import GradualUnfreezingCallback, TransferTrainer
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,8 @@ import os
 import sys
 from typing import Sequence
 
-from .models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, resolve_model_path  # noqa: F401
+from tl_hf._errors import one_line
+from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, resolve_model_path  # noqa: F401
 
 __all__ = ["BUNDLED_ALIASES", "ModelLoadError", "inspect_model", "main", "resolve_model_path"]
 
@@ -34,8 +35,8 @@ def inspect_model(name: str, *, decay: float = 0.9, lr: float = 5e-5, num_labels
     from transformers import (AutoConfig, AutoModel, AutoModelForImageClassification,
                               AutoModelForSequenceClassification)
 
-    from .layers import get_layer_map
-    from .optim import param_groups_layer_decay
+    from tl_hf.core.layers import get_layer_map
+    from tl_hf.core.optim import param_groups_layer_decay
 
     config = _from_pretrained(AutoConfig, name, "model config")
     config.num_labels = num_labels
@@ -111,9 +112,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "run":
-            from .config import load_config
+            from tl_hf.run.config import load_config
 
-            from .config import TASKS
+            from tl_hf.run.config import TASKS
 
             cfg = load_config(args.config, args.overrides)
             results = TASKS[cfg.task].runner(cfg)
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
         if os.environ.get("TL_HF_DEBUG") or (isinstance(exc, RuntimeError)
                                              and not type(exc).__module__.startswith("tl_hf")):
             raise  # a RuntimeError from inside torch is a bug to see whole, not bad input
-        msg = _one_line(exc) if not isinstance(exc, KeyError) else f"missing key {exc}"
+        msg = one_line(exc) if not isinstance(exc, KeyError) else f"missing key {exc}"
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
 
@@ -148,10 +149,6 @@ def _has_accelerator() -> bool:
     if acc is not None and hasattr(acc, "is_available"):
         return bool(acc.is_available())
     return torch.cuda.is_available()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,10 @@
 """Forgetting regularizers behind one registry (:data:`REGULARIZERS`): EWC, online EWC, L2-SP, replay."""
 
-from .base import REGULARIZERS, Regularizer, RegularizerConfig, build_regularizer, register_regularizer
-from .ewc import EWC, EWCConfig, OnlineEWC, OnlineEWCConfig
-from .fisher import ESTIMATORS, estimate_fisher
-from .l2sp import L2SP, L2SPConfig
-from .replay import MixedDataset, Replay, ReplayConfig, ReplayMemory
+from tl_hf.regularizers.base import REGULARIZERS, Regularizer, RegularizerConfig, build_regularizer, register_regularizer
+from tl_hf.regularizers.ewc import EWC, EWCConfig, OnlineEWC, OnlineEWCConfig
+from tl_hf.regularizers.fisher import ESTIMATORS, estimate_fisher
+from tl_hf.regularizers.l2sp import L2SP, L2SPConfig
+from tl_hf.regularizers.replay import MixedDataset, Replay, ReplayConfig, ReplayMemory
 
 __all__ = [
     "ESTIMATORS", "EWC", "EWCConfig", "L2SP", "L2SPConfig", "MixedDataset", "OnlineEWC", "OnlineEWCConfig",

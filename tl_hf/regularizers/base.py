@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Iterable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..state import atomic_write_json, read_json
+from tl_hf._errors import did_you_mean
+from tl_hf.core.state import atomic_write_json, read_json
 
 __all__ = ["Regularizer", "RegularizerConfig", "REGULARIZERS", "register_regularizer", "build_regularizer",
            "check_non_negative"]
@@ -155,10 +156,7 @@ def build_regularizer(spec: Regularizer | dict) -> Regularizer:
     spec = {aliases.get(k, k): v for k, v in spec.items()}
     unknown = sorted(set(spec) - valid)
     if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], valid, n=1)
-        raise ValueError(f"unknown {name} key {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        raise ValueError(f"unknown {name} key {unknown[0]!r}" + did_you_mean(unknown[0], valid)
                          + f" Valid keys: {', '.join(sorted(valid))}")
     return cls(cls.config_cls(**spec))
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from .base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
-from .fisher import ESTIMATORS, estimate_fisher
+from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
+from tl_hf.regularizers.fisher import ESTIMATORS, estimate_fisher
 
 __all__ = ["EWC", "EWCConfig", "OnlineEWC", "OnlineEWCConfig"]
 
@@ -191,7 +191,7 @@ class OnlineEWC(EWC):
 
 
 def _model_config(model):
-    from ..layers import unwrap_model_config
+    from tl_hf.core.layers import unwrap_model_config
 
     return unwrap_model_config(model)
 

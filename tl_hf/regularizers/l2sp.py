@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
+from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
 
 __all__ = ["L2SP", "L2SPConfig"]
 

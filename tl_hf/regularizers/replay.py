@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from .base import Regularizer, RegularizerConfig, check_non_negative, register_regularizer
+from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, register_regularizer
 
 __all__ = ["Replay", "ReplayConfig", "ReplayMemory", "MixedDataset"]
 

@@ -27,7 +27,6 @@ error naming the file (``data.on_bad_image``).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import logging
@@ -41,10 +40,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import ConfigError, RunConfig, register_task
-from .data import DataError, candidate_paths, resolve_data_root
-from .models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
-from .run_common import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
+from tl_hf._errors import did_you_mean
+from tl_hf.run.config import ConfigError, RunConfig, register_task
+from tl_hf.run.data.text import DataError, candidate_paths, resolve_data_root
+from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
+from tl_hf.run.template import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
 
 __all__ = ["BadImageWarning", "IMAGE_DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "ImageClassificationData",
@@ -118,9 +118,8 @@ class ImageDataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in IMAGE_DATASETS:
-            close = difflib.get_close_matches(self.dataset, IMAGE_DATASETS, n=1)
             raise ConfigError(f"data.dataset: unknown image dataset {self.dataset!r}"
-                              + (f"; did you mean {close[0]!r}?" if close else "")
+                              + did_you_mean(self.dataset, IMAGE_DATASETS)
                               + f" Built-in: {', '.join(IMAGE_DATASETS)}; or set data.train_dir/data.eval_dir")
         if self.dataset is None and self.train_dir is None and self.eval_dir is None:
             raise ConfigError(f"data: set data.dataset (built-in: {', '.join(IMAGE_DATASETS)}) or data.train_dir "
@@ -519,7 +518,7 @@ def _load_folders(cfg: ImageDataConfig, seed: int, train_tf, eval_tf) -> ImageCl
 
 
 def _load_mnist(cfg: ImageDataConfig, seed: int, train_tf, eval_tf) -> ImageClassificationData:
-    from .continual import MNIST_FILES, load_mnist_idx
+    from tl_hf.continual.runner import MNIST_FILES, load_mnist_idx
 
     root = resolve_data_root(cfg.root)
     if not all((root / "mnist_t10k" / f).is_file() for f in MNIST_FILES):
@@ -620,7 +619,7 @@ def _config_image_size(config, proc_size) -> tuple[int, int] | None:
 def _write_processor_config(out_dir: str, size: tuple[int, int], mean, std) -> str:
     """A ViTImageProcessor-style ``preprocessor_config.json`` describing this recipe's eval preprocessing."""
     path = os.path.join(out_dir, "preprocessor_config.json")
-    from .state import atomic_write_json
+    from tl_hf.core.state import atomic_write_json
 
     atomic_write_json(path, {"image_processor_type": "ViTImageProcessor", "do_resize": True,
                              "size": {"height": size[0], "width": size[1]}, "resample": 2, "do_rescale": True,
@@ -660,7 +659,7 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForImageClassification
 
-    from .layers import get_layer_map
+    from tl_hf.core.layers import get_layer_map
 
     start = time.perf_counter()
     dcfg: ImageDataConfig = cfg.data
@@ -723,7 +722,7 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
                               dataset_name=dataset_name, extra=extra, log=log))
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
     if args.should_save:
-        from .state import atomic_write_json, read_json
+        from tl_hf.core.state import atomic_write_json, read_json
 
         path = os.path.join(args.output_dir, "all_results.json")
         atomic_write_json(path, {**read_json(path), "wall_time_s": results["wall_time_s"]})

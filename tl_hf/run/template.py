@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import ConfigError, RunConfig
+from tl_hf.run.config import ConfigError, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def resolve_strategy(cfg: RunConfig, n_train: int, num_blocks: int, log: Callabl
     """``(llrd, freezing)`` for this run: as configured, or chosen by ``strategy: auto`` (reasons are logged)."""
     if cfg.strategy.mode != "auto":
         return cfg.llrd, cfg.freezing
-    from .strategy import choose_strategy
+    from tl_hf.run.strategy import choose_strategy
 
     llrd, freezing, reasons = choose_strategy(cfg.strategy, n_train, num_blocks)
     for r in reasons:
@@ -85,7 +85,7 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
         return model
     from peft import LoraConfig, get_peft_model
 
-    from .layers import unwrap_model_config
+    from tl_hf.core.layers import unwrap_model_config
 
     mt = getattr(unwrap_model_config(model), "model_type", None)
     targets = cfg.peft.target_modules or PEFT_TARGETS.get(mt)
@@ -113,8 +113,8 @@ def callbacks_for(cfg: RunConfig) -> list:
 def build_trainer(cfg: RunConfig, model, args, *, llrd, freezing, train_dataset, eval_dataset, data_collator,
                   processing_class=None):
     """The recipes' :class:`~tl_hf.TransferTrainer`: offline metrics, the config's regularizers and callbacks."""
-    from .metrics import compute_metrics
-    from .trainer import TransferTrainer
+    from tl_hf.run.metrics import compute_metrics
+    from tl_hf.core.trainer import TransferTrainer
 
     return TransferTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -144,8 +144,8 @@ def finish_run(trainer, cfg: RunConfig, *, label_names: list[str], train_size: i
         return results
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
-    from . import plots
-    from .metrics import confusion_matrix
+    from tl_hf.run import plots
+    from tl_hf.run.metrics import confusion_matrix
 
     written = {}
     if eval_dataset is not None:
@@ -171,7 +171,7 @@ def finish_run(trainer, cfg: RunConfig, *, label_names: list[str], train_size: i
     path = os.path.join(out, "all_results.json")
     merged = json.load(open(path)) if os.path.exists(path) else {}
     merged.update(results)
-    from .state import atomic_write_json
+    from tl_hf.core.state import atomic_write_json
 
     atomic_write_json(path, merged)
     atomic_write_json(os.path.join(out, "run_config.json"), json.loads(json.dumps(cfg.to_dict(), default=str)))
@@ -187,7 +187,7 @@ def _name(names, i):
 
 def _write_card(trainer, cfg, dataset_name, results) -> None:
     try:
-        from .hub import write_model_card
+        from tl_hf.hub import write_model_card
     except ImportError:  # pragma: no cover - hub support not installed in this build
         return
     write_model_card(trainer, dataset_name=dataset_name,
@@ -195,7 +195,7 @@ def _write_card(trainer, cfg, dataset_name, results) -> None:
 
 
 def _push(trainer, cfg, dataset_name, results, log) -> None:
-    from .hub import push
+    from tl_hf.hub import push
 
     push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private, dataset_name=dataset_name,
          results={k: v for k, v in results.items() if isinstance(v, (int, float))})

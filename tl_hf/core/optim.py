@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from .layers import LayerMap, get_layer_map
+from tl_hf.core.layers import LayerMap, get_layer_map
 
 __all__ = ["LLRDConfig", "no_weight_decay_names", "param_groups_layer_decay", "group_lrs"]
 

@@ -11,12 +11,13 @@ from typing import Any, Mapping
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .feature_cache import INDEX_KEY as _INDEX_KEY
-from .freezing import FreezingConfig, FreezingController
-from .layers import LayerMap, get_layer_map
-from .optim import LLRDConfig, group_lrs, param_groups_layer_decay
-from .regularizers import Regularizer, build_regularizer
-from .state import atomic_write_json, read_json, validate_checkpoint
+from tl_hf._errors import did_you_mean
+from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
+from tl_hf.core.freezing import FreezingConfig, FreezingController
+from tl_hf.core.layers import LayerMap, get_layer_map
+from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from tl_hf.regularizers import Regularizer, build_regularizer
+from tl_hf.core.state import atomic_write_json, read_json, validate_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class TransferTrainer(Trainer):
             unfreezing never change the optimizer's groups. Without ``llrd`` all depths share the base lr.
         freezing: :class:`FreezingConfig` (or a dict): ``full``, ``feature_extraction``, ``top_k``, ``patterns`` or
             ``gradual``. ``feature_extraction`` with ``cache_features=True`` computes the frozen backbone's outputs
-            once, before the first step, and then trains the head on them (:mod:`tl_hf.feature_cache`).
+            once, before the first step, and then trains the head on them (:mod:`tl_hf.core.feature_cache`).
         layer_map: a :class:`LayerMap` or rules ``{regex: depth | 'embeddings' | 'block' | 'head'}`` for a model that
             has no built-in map.
         stop_on_non_finite: raise :class:`NonFiniteLossError` (naming the step) when the loss becomes NaN/inf,
@@ -196,7 +197,7 @@ class TransferTrainer(Trainer):
         self.feature_cache = None
         self._feature_train_store = self._feature_eval_store = None
         if self.freezing.cache_features:
-            from .feature_cache import FeatureCache, IndexedDataset
+            from tl_hf.core.feature_cache import FeatureCache, IndexedDataset
 
             self._check_feature_cache()
             if self.train_dataset is not None:
@@ -330,7 +331,7 @@ class TransferTrainer(Trainer):
 
     # -- cached backbone outputs (freezing.cache_features) --------------------------------------------------------
     def _check_feature_cache(self) -> None:
-        from .feature_cache import check_trainer_setup
+        from tl_hf.core.feature_cache import check_trainer_setup
 
         check_trainer_setup(self.model, self.freezer.depths, self.layer_map.head_depth, regularizers=self.regularizers,
                             args=self.args, freeze_norm_stats=self.freezing.freeze_norm_stats)
@@ -339,7 +340,7 @@ class TransferTrainer(Trainer):
     def _indexed(self, dataset, what: str = "training"):
         """Within the block, ``dataset`` wrapped to carry example indices and a collator that keeps them; the
         trainer's own ``train_dataset`` / ``data_collator`` are restored afterwards."""
-        from .feature_cache import IndexCollator, IndexedDataset
+        from tl_hf.core.feature_cache import IndexCollator, IndexedDataset
 
         wrapped = IndexedDataset(dataset, what)
         self._set_signature_columns_if_needed()
@@ -356,7 +357,7 @@ class TransferTrainer(Trainer):
         """The cached backbone outputs for ``dataset``: built on first use, rebuilt when the backbone changed."""
         from torch.utils.data import DataLoader
 
-        from .feature_cache import check_deterministic_data
+        from tl_hf.core.feature_cache import check_deterministic_data
 
         store = self.feature_cache.get(key, dataset)
         if store is not None:
@@ -372,7 +373,7 @@ class TransferTrainer(Trainer):
                                         collate_one=lambda i: collate([ds[i]]))
 
     def _get_train_sampler(self, train_dataset=None):
-        from .feature_cache import IndexedDataset
+        from tl_hf.core.feature_cache import IndexedDataset
 
         if isinstance(train_dataset, IndexedDataset):  # the same order as without the cache
             train_dataset = train_dataset.base
@@ -481,7 +482,7 @@ class TransferTrainer(Trainer):
             self.load_extra_state(read_json(path), resume_from_checkpoint)
         else:
             if self.regularizers:
-                from .state import CorruptStateError
+                from tl_hf.core.state import CorruptStateError
 
                 raise CorruptStateError(
                     f"{resume_from_checkpoint} has no {STATE_FILE}, so the state of the regularizers "
@@ -501,11 +502,8 @@ def _coerce(value, cls, what):
         valid = {f.name for f in fields(cls)}
         unknown = set(value) - valid
         if unknown:
-            import difflib
-
             bad = sorted(unknown)[0]
-            close = difflib.get_close_matches(bad, valid, n=1)
-            raise ValueError(f"unknown {what} key {bad!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            raise ValueError(f"unknown {what} key {bad!r}" + did_you_mean(bad, valid)
                              + f" Valid keys: {', '.join(sorted(valid))}")
         return cls(**value)
     raise TypeError(f"{what} must be a {cls.__name__} or a dict, got {type(value).__name__}")

@@ -4,7 +4,7 @@ Policies (``FreezingConfig.policy``):
 
 * ``full`` -- nothing frozen.
 * ``feature_extraction`` -- the backbone (depths ``0..L``) is frozen, the head trains. With ``cache_features`` the
-  backbone's outputs are computed once and each step runs only the head (:mod:`tl_hf.feature_cache`).
+  backbone's outputs are computed once and each step runs only the head (:mod:`tl_hf.core.feature_cache`).
 * ``top_k`` -- the top ``k`` blocks and the head train; the embeddings too if ``train_embeddings``.
 * ``patterns`` -- regexes over parameter names: ``include`` (trainable; default all) minus ``exclude``.
 * ``gradual`` -- a schedule of phases triggered by epoch or by step; each phase makes more depth levels trainable,
@@ -25,7 +25,7 @@ from typing import Any, Literal, Sequence
 
 import torch.nn as nn
 
-from .layers import LayerMap
+from tl_hf.core.layers import LayerMap
 
 __all__ = ["FreezingConfig", "FreezingController", "GradualSchedule", "Phase", "POLICIES"]
 
@@ -141,7 +141,7 @@ class FreezingConfig:
                                                                     "their running statistics do not change."})
     cache_features: bool = field(default=False, metadata={
         "help": "feature_extraction: compute the frozen backbone's outputs once (eval mode, dropout off) and train "
-                "the head on them; needs deterministic data and no regularizers (see tl_hf.feature_cache)."})
+                "the head on them; needs deterministic data and no regularizers (see tl_hf.core.feature_cache)."})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -10,8 +10,8 @@ https://arxiv.org/abs/1801.06146; Peters et al. 2019, https://arxiv.org/abs/1903
 
 from __future__ import annotations
 
-from .freezing import FreezingConfig
-from .optim import LLRDConfig
+from tl_hf.core.freezing import FreezingConfig
+from tl_hf.core.optim import LLRDConfig
 
 __all__ = ["choose_strategy"]
 

@@ -323,7 +323,7 @@ def _custom_example(model_type: str) -> str:
     return (
         "Pass your own mapping (ordered regex -> depth; 'block' takes the block index from the first capture group), "
         "e.g. TransferTrainer(..., layer_map={r'(^|\\.)embed': 'embeddings', r'\\.layers\\.(\\d+)\\.': 'block', "
-        "r'.*': 'head'}), or register it once with tl_hf.layers.register_architecture("
+        "r'.*': 'head'}), or register it once with tl_hf.core.layers.register_architecture("
         f"'{model_type}', ArchitectureSpec(...))."
     )
 

@@ -18,7 +18,6 @@ nothing in them is ever imported.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
 import os
@@ -29,8 +28,9 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from .freezing import FreezingConfig
-from .optim import LLRDConfig
+from tl_hf._errors import closest, did_you_mean, one_line
+from tl_hf.core.freezing import FreezingConfig
+from tl_hf.core.optim import LLRDConfig
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SECTIONS", "load_config", "parse_overrides"]
 
@@ -120,9 +120,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in BUILTIN_DATASETS:
-            close = difflib.get_close_matches(self.dataset, BUILTIN_DATASETS, n=1)
             raise ConfigError(f"data.dataset: unknown dataset {self.dataset!r}"
-                              + (f"; did you mean {close[0]!r}?" if close else "")
+                              + did_you_mean(self.dataset, BUILTIN_DATASETS)
                               + f" Built-in: {', '.join(BUILTIN_DATASETS)}; or set data.train_file/data.eval_file")
         if self.eval_fraction is not None and not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
@@ -243,13 +242,9 @@ def register_task(name: str, data_cls: type, runner, description: str = "") -> N
 
 def _ensure_tasks() -> None:
     """Import the modules that register the built-in tasks (lazily: they import heavy libraries)."""
-    from . import recipes_text  # noqa: F401
-    for mod in ("vision", "continual_recipe"):
-        try:
-            __import__(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{mod}":
-                raise
+    import tl_hf.run.tasks.continual  # noqa: F401
+    import tl_hf.run.tasks.image_classification  # noqa: F401
+    import tl_hf.run.tasks.text_classification  # noqa: F401
 
 
 # TrainingArguments defaults that suit this toolkit better (each can be overridden in the file or on the command line)
@@ -289,7 +284,7 @@ class RunConfig:
         try:
             return TrainingArguments(**self.training)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"training: {_one_line(exc)}") from None
+            raise ConfigError(f"training: {one_line(exc)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: dataclasses.asdict(getattr(self, k)) for k in _SECTION_TYPES if k != "data"}
@@ -321,7 +316,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             with open(path, encoding="utf-8") as fh:
                 loaded = yaml.safe_load(fh)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {_one_line(exc)}") from None
+            raise ConfigError(f"{path} is not valid YAML: {one_line(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -375,11 +370,10 @@ def _apply_override(raw: dict, dotted: str, value: str) -> None:
         if not owners:
             all_keys = sorted({f"{s}.{k}" for s in sections for k in _section_keys(s, task)})
             bare = sorted({k for s in sections for k in _section_keys(s, task)})
-            close = difflib.get_close_matches(parts[0], bare, n=1)
+            close = closest(parts[0], bare)
             hint = ""
             if close:
-                hint = "; did you mean " + " or ".join(repr(k) for k in all_keys if k.split(".", 1)[1] == close[0]) \
-                       + "?"
+                hint = "; did you mean " + " or ".join(repr(k) for k in all_keys if k.split(".", 1)[1] == close) + "?"
             raise ConfigError(f"unknown config key {parts[0]!r} in override {dotted}={value}{hint}")
         if len(owners) > 1:
             raise ConfigError(f"override key {parts[0]!r} is ambiguous: it exists in "
@@ -439,9 +433,9 @@ def _build_run_config(raw: dict) -> RunConfig:
     regs = raw.get("regularizers") or []
     if not isinstance(regs, list) or not all(isinstance(r, dict) and "name" in r for r in regs):
         raise ConfigError("regularizers must be a list of mappings with a name, e.g. [{name: l2sp, alpha: 0.01}]")
-    from .regularizers import build_regularizer
+    from tl_hf.regularizers import build_regularizer
 
-    from .regularizers import REGULARIZERS
+    from tl_hf.regularizers import REGULARIZERS
 
     typed = []
     for i, r in enumerate(regs):  # coerce by field type (YAML 1e5 is a str), validate, build fresh objects later
@@ -457,7 +451,7 @@ def _build_run_config(raw: dict) -> RunConfig:
         try:
             build_regularizer(dict(r))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"regularizers: {_one_line(exc)}") from None
+            raise ConfigError(f"regularizers: {one_line(exc)}") from None
         typed.append(r)
     kwargs["regularizers"] = typed
     if "llrd" not in raw:
@@ -506,7 +500,7 @@ def _build_dataclass(cls: type, value: Any, path: str):
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
-        msg = _one_line(exc)
+        msg = one_line(exc)
         raise ConfigError(msg if msg.startswith(path.split(".")[0]) else f"{path}: {msg}") from None
 
 
@@ -555,8 +549,7 @@ def _coerce(value: Any, tp: Any, path: str, *, in_union: bool = False) -> Any:
             choices = [str(c.value) for e in enums for c in e]
             if value.strip() in choices:
                 return value.strip()
-            close = difflib.get_close_matches(value, choices, n=1)
-            raise ConfigError(f"{path}: {value!r} is not valid" + (f"; did you mean {close[0]!r}?" if close else "")
+            raise ConfigError(f"{path}: {value!r} is not valid" + did_you_mean(value, choices)
                               + f" Choices: {', '.join(choices[:15])}" + (" ..." if len(choices) > 15 else ""))
         if not isinstance(value, _OverrideStr):
             for m in members:
@@ -687,20 +680,14 @@ def _parse_scalar(text: str) -> Any:
 
 def _unknown(key: str, valid, what: str, *, section: str | None = None, where: str = "", extra: str = "") -> str:
     valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     name = f"{section}.{key}" if section else key
     msg = f"unknown config {what} {name!r}{where}"
-    if close:
-        msg += f"; did you mean {(section + '.') if section else ''}{close[0]}?"
+    msg += did_you_mean(key, valid, quote=False, prefix=f"{section}." if section else "")
     if len(valid) <= 25:
         msg += f" Valid {what}s{(' of ' + section) if section else ''}: {', '.join(valid)}"
     else:
         msg += f" Valid keys: the fields{extra}."
     return msg
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def describe(section: str | None = None) -> str:

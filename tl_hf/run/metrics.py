@@ -78,7 +78,7 @@ def per_class_scores(preds, labels, num_classes: int | None = None) -> dict[str,
 
 class OfflineMetric:
     """A metric with the ``evaluate`` interface (``add_batch``, ``add``, ``compute``) that needs no Hub:
-    ``evaluate.load("accuracy")`` fails offline, ``tl_hf.metrics.load("accuracy")`` does not.
+    ``evaluate.load("accuracy")`` fails offline, ``tl_hf.run.metrics.load("accuracy")`` does not.
 
     Names: ``accuracy``, ``f1`` / ``precision`` / ``recall`` (``average="macro" | "micro" | None`` for per-class),
     ``confusion_matrix``.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig
+from tl_hf.run.config import DataConfig
 
 __all__ = ["DataError", "TextClassificationData", "load_text_classification", "resolve_data_root",
            "tokenize_datasets", "DATA_ROOT_ENV"]
@@ -270,7 +270,7 @@ def _load_hub(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     """A dataset by Hub id: fails fast offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached."""
     import datasets
 
-    from .models import _hub_reachable, _offline
+    from tl_hf.run.models import _hub_reachable, _offline
 
     if _offline() or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if _offline() else "the Hub cannot be reached"

@@ -22,7 +22,7 @@
   tasks / scenario / regularizers (and ``fingerprint``) continues with task ``k+1``; an interrupted task whose folder
   holds ``checkpoint-*`` folders (``save_strategy="steps"``) resumes from the newest one through the Trainer's own
   ``resume_from_checkpoint``. A different setup is refused (:class:`ResumeMismatchError`), a damaged state file is
-  named (:class:`~tl_hf.state.CorruptStateError`).
+  named (:class:`~tl_hf.core.state.CorruptStateError`).
 * :func:`accuracy_matrix_metrics` (ACC, BWT, forgetting) and :func:`plot_accuracy_matrix`.
 * :func:`load_mnist_idx` and :func:`split_mnist_tasks`: Split-MNIST built from the local MNIST test set (t10k).
 """
@@ -43,9 +43,9 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from .regularizers import Regularizer, build_regularizer
-from .regularizers.replay import Replay
-from .state import CorruptStateError, atomic_write_json, file_problem
+from tl_hf.regularizers import Regularizer, build_regularizer
+from tl_hf.regularizers.replay import Replay
+from tl_hf.core.state import CorruptStateError, atomic_write_json, file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class ContinualRunner:
     def _num_labels(self, given: int | None) -> int:
         if given is not None:
             return int(given)
-        from .layers import unwrap_model_config
+        from tl_hf.core.layers import unwrap_model_config
 
         cfg = unwrap_model_config(self.model)
         n = getattr(cfg, "num_labels", None)
@@ -492,7 +492,7 @@ class ContinualRunner:
         kw = self.training_args(k, task) if callable(self.training_args) else self.training_args
         kw = {**_DEFAULT_ARGS, **dict(kw)}
         if "use_cpu" not in kw:  # CPU-only machine: use_cpu=True (it is also what enables DDP over gloo there)
-            from .run_common import _has_accelerator
+            from tl_hf.run.template import _has_accelerator
 
             kw["use_cpu"] = not _has_accelerator()
         kw["output_dir"] = os.path.join(self.output_dir, _task_dir(k, task.name))
@@ -501,7 +501,7 @@ class ContinualRunner:
     def run(self) -> ContinualResult:
         """Train every task in order (with ``state_dir``: only those after the last finished one, see
         :meth:`restore`) and return the accuracy matrix and its metrics."""
-        from .trainer import TransferTrainer
+        from tl_hf.core.trainer import TransferTrainer
 
         n = len(self.tasks)
         names = [t.name for t in self.tasks]
@@ -635,7 +635,7 @@ class ContinualRunner:
 
         A fresh folder gets ``run.json`` (the fingerprints) and 0 is returned. Otherwise ``run.json`` must match this
         runner (:class:`ResumeMismatchError` naming the differences) and ``after_task<k>/`` -- model weights, heads,
-        regularizer states, rows of ``R`` and train metrics -- is loaded (:class:`~tl_hf.state.CorruptStateError`
+        regularizer states, rows of ``R`` and train metrics -- is loaded (:class:`~tl_hf.core.state.CorruptStateError`
         naming a damaged file); returns ``k``, the number of finished tasks. :meth:`run` calls it; call it first to
         know where the run starts (e.g. to fill a replay memory only when starting fresh). Loads once.
         """
@@ -774,7 +774,7 @@ class ContinualRunner:
         whose save was interrupted (no ``trainer_state.json``, written last) is skipped; a damaged file is an error."""
         if not os.path.isdir(task_dir):
             return None
-        from .state import validate_checkpoint
+        from tl_hf.core.state import validate_checkpoint
 
         found = sorted((int(m.group(1)), d) for d in os.listdir(task_dir)
                        if (m := re.fullmatch(r"checkpoint-(\d+)", d)) and os.path.isdir(os.path.join(task_dir, d)))

@@ -1,0 +1,1 @@
+"""The library core: layer maps, LLRD, freezing, the feature cache, checkpoint state and TransferTrainer."""

@@ -1,0 +1,1 @@
+"""The run layer: typed configs, data, task modules on one run template."""

@@ -1,0 +1,1 @@
+"""Data loading for the run layer: data roots, text, images, MNIST."""

@@ -1,0 +1,1 @@
+"""Task modules: each fills in the run template with its data, model and metrics."""
