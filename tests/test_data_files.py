@@ -5,7 +5,8 @@ import time
 import pytest
 
 from tl_hf.run.config import ConfigError, DataConfig
-from tl_hf.run.data.text import DataError, load_text_classification
+from tl_hf.run.data.paths import DataError
+from tl_hf.run.data.text import load_text_classification
 
 
 @pytest.fixture

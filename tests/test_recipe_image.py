@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from conftest import real_data_root  # noqa: E402
 
 from tl_hf.run.config import ConfigError, load_config  # noqa: E402
-from tl_hf.run.data.text import DataError  # noqa: E402
+from tl_hf.run.data.paths import DataError  # noqa: E402
 from tl_hf.run.models import ModelLoadError  # noqa: E402
 from tl_hf.run.tasks.image_classification import (IMAGENET_MEAN, IMAGENET_STD, BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402
                           ImageTransform, image_stats, load_image_classification, save_scratch_vit)

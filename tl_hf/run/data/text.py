@@ -1,4 +1,4 @@
-"""Text-classification data: resolve the data root, load a built-in dataset or csv/tsv/json/jsonl files, map
+"""Text-classification data: load a built-in dataset or csv/tsv/json/jsonl files, map
 columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
 
 Built-in datasets live under the data root (``data.root``, else ``$TL_HF_DATA_ROOT``, else ``../shared/data``
@@ -17,21 +17,15 @@ which works offline.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tl_hf._errors import one_line
 from tl_hf.run.config import DataConfig
+from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
 
-__all__ = ["DataError", "TextClassificationData", "load_text_classification", "resolve_data_root",
-           "tokenize_datasets", "DATA_ROOT_ENV"]
-
-DATA_ROOT_ENV = "TL_HF_DATA_ROOT"
-
-
-class DataError(ValueError):
-    """The data cannot be found or does not have the expected shape. The message names the path or column."""
+__all__ = ["TextClassificationData", "load_text_classification", "tokenize_datasets"]
 
 
 @dataclass
@@ -47,20 +41,6 @@ class TextClassificationData:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-
-def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
-    """``root`` if given, else ``$TL_HF_DATA_ROOT``, else ``../shared/data`` relative to the current directory."""
-    if root is not None and str(root) != "":
-        p, how = Path(root).expanduser(), "data.root"
-    elif os.environ.get(DATA_ROOT_ENV):
-        p, how = Path(os.environ[DATA_ROOT_ENV]).expanduser(), f"${DATA_ROOT_ENV}"
-    else:
-        p, how = Path("..") / "shared" / "data", "the default ../shared/data"
-    if not p.is_dir():
-        raise DataError(f"data root {str(p)!r} (from {how}) is not a directory; set data.root=PATH or "
-                        f"${DATA_ROOT_ENV}")
-    return p.resolve()
 
 
 def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: bool = True) -> TextClassificationData:
@@ -200,29 +180,6 @@ def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
 
 # -- files ------------------------------------------------------------------------------------------------------------
 
-def candidate_paths(name: str, root: str | None) -> list[Path]:
-    """Where a data path may be: as given if absolute; else under the data root first, then the current directory."""
-    p = Path(name).expanduser()
-    if p.is_absolute():
-        return [p]
-    candidates = []
-    try:
-        candidates.append(resolve_data_root(root) / p)
-    except DataError:
-        if root is not None:
-            raise
-    candidates.append(Path.cwd() / p)
-    return candidates
-
-
-def _resolve_file(name: str, root: str | None) -> Path:
-    candidates = candidate_paths(name, root)
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise DataError(f"data file not found: {name} (looked at {', '.join(str(c) for c in candidates)})")
-
-
 def _format_of(path: Path, fmt: str | None) -> str:
     if fmt:
         return fmt
@@ -238,9 +195,9 @@ def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
 
     files = {}
     if cfg.train_file and need_train:
-        files["train"] = _resolve_file(cfg.train_file, cfg.root)
+        files["train"] = resolve_file(cfg.train_file, cfg.root)
     if cfg.eval_file:
-        files["eval"] = _resolve_file(cfg.eval_file, cfg.root)
+        files["eval"] = resolve_file(cfg.eval_file, cfg.root)
     if need_train and "train" not in files:
         raise DataError("data.train_file is not set")
     raw = {}
@@ -258,7 +215,7 @@ def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
         try:
             ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
         except Exception as exc:  # noqa: BLE001 - pandas/arrow parse errors come in many types
-            raise DataError(f"could not read {path} as {fmt}: {' '.join(str(exc).split())[:300]}") from None
+            raise DataError(f"could not read {path} as {fmt}: {one_line(exc)[:300]}") from None
         finally:
             if bars:
                 datasets.enable_progress_bars()
@@ -284,7 +241,7 @@ def _load_hub(cfg: DataConfig, need_train: bool) -> TextClassificationData:
         try:
             raw[attr] = datasets.load_dataset(cfg.hub_id, split=split)
         except Exception as exc:  # noqa: BLE001 - offline / missing split / connection errors come in many types
-            msg = " ".join(str(exc).split())[:300]
+            msg = one_line(exc)[:300]
             raise DataError(f"cannot load split {split!r} of Hub dataset {cfg.hub_id!r}: {msg}. Offline, use local "
                             "files (data.train_file / data.eval_file) or a built-in dataset") from None
     return _from_raw(cfg, raw, {k: f"{cfg.hub_id}[{v}]" for k, v in splits.items()})

@@ -599,7 +599,7 @@ def _load_tokenizer(cfg: RunConfig):
 
 def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
     from tl_hf.continual import load_mnist_idx, split_mnist_tasks
-    from tl_hf.run.data.text import resolve_data_root
+    from tl_hf.run.data.paths import resolve_data_root
 
     d: ContinualDataConfig = cfg.data
     images, labels = load_mnist_idx(resolve_data_root(d.root))
@@ -660,7 +660,7 @@ def _load_image_source(spec: ImageSource, d: ContinualDataConfig, images, labels
         x = images[idx]
         where = f"MNIST t10k digits {spec.digits} ({len(idx)} of {int(np.isin(labels, spec.digits).sum())} images)"
     else:
-        from tl_hf.run.data.text import DataError
+        from tl_hf.run.data.paths import DataError
         from tl_hf.run.tasks.image_classification import _resolve_dir, _scan_folder
 
         try:

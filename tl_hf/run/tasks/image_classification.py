@@ -42,7 +42,7 @@ import numpy as np
 
 from tl_hf._errors import did_you_mean
 from tl_hf.run.config import ConfigError, RunConfig, register_task
-from tl_hf.run.data.text import DataError, candidate_paths, resolve_data_root
+from tl_hf.run.data.paths import DataError, candidate_paths, resolve_data_root
 from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
 from tl_hf.run.template import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
                          resolve_strategy)
