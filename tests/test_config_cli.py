@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import real_data_root  # noqa: E402
 
-from tl_hf.run.config import ConfigError, DataConfig, load_config  # noqa: E402
+from tl_hf._errors import ConfigError  # noqa: E402
+from tl_hf.run.config import DataConfig, load_config  # noqa: E402
 from tl_hf.run.data.paths import DataError  # noqa: E402
 from tl_hf.run.data.text import load_text_classification  # noqa: E402
 from tl_hf.run.metrics import compute_metrics  # noqa: E402

@@ -5,7 +5,8 @@ import collections
 import pytest
 from conftest import real_data_root
 
-from tl_hf.run.config import ConfigError, DataConfig
+from tl_hf._errors import ConfigError
+from tl_hf.run.config import DataConfig
 from tl_hf.run.data.paths import DataError
 from tl_hf.run.data.text import load_text_classification
 

@@ -230,7 +230,8 @@ def test_cache_features_needs_the_feature_extraction_policy():
 
 
 def test_cache_features_is_a_yaml_and_override_key():
-    from tl_hf.run.config import ConfigError, load_config
+    from tl_hf._errors import ConfigError
+    from tl_hf.run.config import load_config
 
     cfg = load_config(None, ["freezing.policy=feature_extraction", "freezing.cache_features=true"])
     assert cfg.freezing.cache_features is True

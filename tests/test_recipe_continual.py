@@ -11,7 +11,8 @@ from conftest import real_data_root
 from test_config_cli import tiny_model_dir  # noqa: F401  (fixture)
 
 from tl_hf.cli import main
-from tl_hf.run.config import ConfigError, load_config
+from tl_hf._errors import ConfigError
+from tl_hf.run.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_CONFIG = REPO / "recipes" / "configs" / "continual_mnist_pairs.yaml"

@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from conftest import real_data_root  # noqa: E402
 
-from tl_hf.run.config import ConfigError, load_config  # noqa: E402
+from tl_hf._errors import ConfigError  # noqa: E402
+from tl_hf.run.config import load_config  # noqa: E402
 from tl_hf.run.data.paths import DataError  # noqa: E402
 from tl_hf.run.models import ModelLoadError  # noqa: E402
 from tl_hf.run.tasks.image_classification import (IMAGENET_MEAN, IMAGENET_STD, BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402

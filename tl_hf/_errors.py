@@ -1,11 +1,15 @@
-"""One-line errors and close-match suggestions: the one place every layer takes them from."""
+"""One-line errors, close-match suggestions and the config error: the one place every layer takes them from."""
 
 from __future__ import annotations
 
 import difflib
 from typing import Iterable
 
-__all__ = ["did_you_mean", "closest", "one_line"]
+__all__ = ["ConfigError", "did_you_mean", "closest", "one_line"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. The message names the offending key."""
 
 
 def one_line(exc: BaseException | str) -> str:

@@ -28,15 +28,11 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from tl_hf._errors import closest, did_you_mean, one_line
+from tl_hf._errors import ConfigError, closest, did_you_mean, one_line
 from tl_hf.core.freezing import FreezingConfig
 from tl_hf.core.optim import LLRDConfig
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SECTIONS", "load_config", "parse_overrides"]
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid. The message names the offending key."""
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SECTIONS", "load_config", "parse_overrides"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
