@@ -241,6 +241,30 @@ def test_run_attaches_carries_and_writes_outputs(tmp_path, caplog):
     assert lines[1] == f"after task 2: acc[task1]={res.R[1][0]:.2f} acc[task2]={res.R[1][1]:.2f}"
 
 
+def test_task_callbacks_and_on_task_end(tmp_path):
+    """The two extension points: extra Trainer callbacks per task (1-based) and a call after each task's state."""
+    from transformers import TrainerCallback
+
+    events = []
+
+    class Steps(TrainerCallback):
+        def __init__(self, k):
+            self.k = k
+
+        def on_train_end(self, args, state, control, **kwargs):
+            events.append(("trained", self.k, state.global_step))
+
+    def on_end(k):
+        events.append(("ended", k, sorted(p.name for p in (tmp_path / "state").iterdir())))
+
+    tasks = _toy_tasks([(0, 1), (2, 3)], n=16)
+    _runner(tmp_path, MLP(num_labels=4), tasks, scenario="class_incremental", plot=False,
+            state_dir=str(tmp_path / "state"), task_callbacks=lambda k: [Steps(k)] if k == 2 else [],
+            on_task_end=on_end).run()
+    assert events == [("ended", 1, ["after_task1", "run.json"]), ("trained", 2, 2),
+                      ("ended", 2, ["after_task2", "run.json"])]
+
+
 def test_task_incremental_keeps_one_head_per_task(tmp_path):
     from safetensors.torch import load_file
 

@@ -38,7 +38,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,10 +47,13 @@ from tl_hf.regularizers import Regularizer, build_regularizer
 from tl_hf.regularizers.replay import Replay
 from tl_hf.core.state import CorruptStateError, atomic_write_json, file_problem
 
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ACCURACY_MATRIX_DEFINITIONS", "SCENARIOS", "ContinualInterrupted", "ContinualResult", "ContinualRunner",
+    "ACCURACY_MATRIX_DEFINITIONS", "SCENARIOS", "ContinualResult", "ContinualRunner",
     "ResumeMismatchError", "Task", "TensorDictDataset", "check_state_fingerprint", "fingerprint_differences",
     "accuracy_matrix_metrics", "load_mnist_idx", "plot_accuracy_matrix", "run_continual", "split_mnist_tasks",
     "MLP_LAYER_MAP", "SmallMLP",
@@ -282,6 +285,8 @@ class ContinualRunner:
         fingerprint: JSON-serialisable description of the run (e.g. the config) stored in ``run.json`` and compared on
             resume together with the runner's own (tasks, sizes, labels, scenario, head, regularizer configs); any
             difference is a :class:`ResumeMismatchError` naming it.
+        task_callbacks: ``k -> [TrainerCallback, ...]``: extra Trainer callbacks for task ``k`` (1-based).
+        on_task_end: ``k -> None``, called after task ``k`` (1-based) is trained, evaluated and its state saved.
 
     Everything that can be checked before training is checked in the constructor: label sets against the scenario and
     the head size, replay budget against the size of task 1's training set, head exemptions of the regularizers.
@@ -293,7 +298,9 @@ class ContinualRunner:
                  trainer_kwargs: Mapping | None = None, layer_map=None, head_patterns: Sequence[str] | None = None,
                  num_labels: int | None = None, data_collator=None, eval_batch_size: int = 256,
                  save_regularizer_state: bool = False, plot: bool = True, state_dir: str | None = None,
-                 fingerprint: Mapping | None = None) -> None:
+                 fingerprint: Mapping | None = None,
+                 task_callbacks: Callable[[int], list[TrainerCallback]] | None = None,
+                 on_task_end: Callable[[int], None] | None = None) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown continual-learning scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
         self.model = model
@@ -340,7 +347,8 @@ class ContinualRunner:
         self.state_dir = os.fspath(state_dir) if state_dir is not None else None
         self.fingerprint = json.loads(json.dumps(dict(fingerprint), default=str)) if fingerprint else None
         self._restored: tuple[int, list, list] | None = None  # (finished tasks, R, train metrics) once restored
-        self._interrupt: dict | None = None  # test hook of the recipe: {"after_task": k} or {"task": k, "step": s}
+        self.task_callbacks = task_callbacks
+        self.on_task_end = on_task_end
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate_tasks(self) -> list[list[int]]:
@@ -529,10 +537,9 @@ class ContinualRunner:
             resume = self._task_checkpoint(args.output_dir) if self.state_dir is not None else None
             if resume is not None:
                 logger.info("task %d/%d %r: resuming from its checkpoint %s", k + 1, n, task.name, resume)
-            hook = self._interrupt or {}
-            if hook.get("task") == k + 1:
-                stop = _interrupt_callback(k + 1, int(hook["step"]))
-                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [stop]
+            extra = list(self.task_callbacks(k + 1) or []) if self.task_callbacks is not None else []
+            if extra:
+                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + extra
             trainer = TransferTrainer(self.model, args, train_dataset=task.train, regularizers=active, **kwargs)
             out = trainer.train(resume_from_checkpoint=resume)
             train_metrics.append({k2: float(v) for k2, v in out.metrics.items() if isinstance(v, (int, float))})
@@ -552,9 +559,8 @@ class ContinualRunner:
             logger.info("after task %d: %s", k + 1, " ".join(f"acc[{names[j]}]={R[k][j]:.2f}" for j in range(k + 1)))
             if self.state_dir is not None and args.should_save:
                 self._save_state(k, R, train_metrics)
-            if hook.get("after_task") == k + 1 and k + 1 < n:
-                raise ContinualInterrupted(f"stopped after task {k + 1}/{n} (test hook); run again with the same "
-                                           "output folder to resume")
+            if self.on_task_end is not None:
+                self.on_task_end(k + 1)
         metrics = accuracy_matrix_metrics(R)
         if metrics["BWT"] is not None:
             logger.info("continual run (%s): ACC=%.4f BWT=%+.4f avg forgetting=%.4f", self.scenario, metrics["ACC"],
@@ -822,26 +828,8 @@ _STATE_DIR = re.compile(r"^after_task(\d+)$")
 _START_OVER = "use a fresh training.output_dir, or delete {out} to start over"
 
 
-class ContinualInterrupted(RuntimeError):
-    """A run was stopped on purpose (the recipe's test hook) after its state was saved; rerun to resume."""
-
-
 class ResumeMismatchError(ValueError):
     """The state in an output folder was written by a different run (tasks, scenario, regularizers, config)."""
-
-
-def _interrupt_callback(task: int, step: int):
-    from transformers import TrainerCallback
-
-    class _InterruptAt(TrainerCallback):
-        """Test hook: stop task ``task`` right after its checkpoint at ``step`` was written (a crash mid-task)."""
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step >= step:
-                raise ContinualInterrupted(f"stopped in task {task} after its checkpoint at step {state.global_step} "
-                                           "(test hook); run again with the same output folder to resume")
-
-    return _InterruptAt()
 
 
 def _state_folders(state_dir: str) -> list[tuple[int, str]]:
