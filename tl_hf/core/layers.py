@@ -7,8 +7,9 @@ Depth convention (used by layer-wise LR decay and by every freezing policy):
 * ``i + 1``  -- transformer block ``i`` (0-based), so blocks occupy depths ``1 .. L``.
 * ``L + 1``  -- everything above the last block: final norm, pooler, task head ("head").
 
-Architecture knowledge lives in one table, :data:`ARCHITECTURES` (model_type -> spec). Adding an architecture means
-adding one entry there (or calling :func:`register_architecture`). For any other model, pass your own rules::
+Architecture knowledge lives in one table, :data:`tl_hf.core.architectures.ARCHITECTURES` (model_type -> spec).
+Adding an architecture means adding one entry there (or calling ``register_architecture``). For any other model, pass
+your own rules::
 
     LayerMap.from_rules({r"embed": "embeddings", r"\\.h\\.(\\d+)\\.": "block", r".*": "head"})
 
@@ -20,21 +21,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence
 
 import torch.nn as nn
 
-__all__ = [
-    "ARCHITECTURES",
-    "ArchitectureSpec",
-    "LayerMap",
-    "UnknownArchitectureError",
-    "get_layer_map",
-    "register_architecture",
-    "unwrap_model_config",
-]
+from tl_hf.core.architectures import ARCHITECTURES, RuleTarget
 
-RuleTarget = Union[int, str]  # an absolute depth, or "embeddings" | "block" | "head"
+__all__ = ["LayerMap", "UnknownArchitectureError", "get_layer_map", "unwrap_model_config"]
 
 _PEFT_PREFIX = re.compile(r"^(?:base_model\.model\.)+")
 
@@ -185,129 +178,6 @@ class LayerMap:
         return [(self.depth_name(d), d, counts[d]) for d in range(self.num_depths)]
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# The architecture table
-# ---------------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ArchitectureSpec:
-    """How one architecture family names its parameters.
-
-    ``rules`` are tried in order before the catch-all ``head`` rule that every built-in spec ends with; ``num_blocks``
-    reads the block count from the model config.
-    """
-
-    rules: tuple[tuple[str, RuleTarget | Callable[[re.Match], int]], ...]
-    num_blocks: Callable[[object], int]
-    note: str | None = None
-    build: Callable[[object], "ArchitectureSpec"] | None = None  # for config-dependent rules (Swin)
-
-
-_EMB = r"(?:^|\.)embeddings\."
-_BERT_BLOCK = r"(?:^|\.)encoder\.layer\.(\d+)\."
-# transformers 5 names ViT-family blocks `vit.layers.N`; older checkpoints/versions used `vit.encoder.layer.N`.
-_VIT_BLOCK = r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\."
-
-ARCHITECTURES: dict[str, ArchitectureSpec] = {}
-
-
-def register_architecture(model_types: str | Sequence[str], spec: ArchitectureSpec) -> None:
-    """Add (or replace) the layer map of one or more ``config.model_type`` values. The one place to add a model."""
-    for mt in [model_types] if isinstance(model_types, str) else model_types:
-        ARCHITECTURES[mt] = spec
-
-
-register_architecture(
-    ["bert", "roberta", "xlm-roberta", "camembert"],
-    ArchitectureSpec(rules=((_EMB, "embeddings"), (_BERT_BLOCK, "block")),
-                     num_blocks=lambda c: c.num_hidden_layers),
-)
-register_architecture(
-    "electra",
-    ArchitectureSpec(
-        rules=((_EMB, "embeddings"), (r"(?:^|\.)embeddings_project\.", "embeddings"), (_BERT_BLOCK, "block")),
-        num_blocks=lambda c: c.num_hidden_layers,
-    ),
-)
-register_architecture(
-    "deberta-v2",
-    ArchitectureSpec(
-        rules=(
-            (_EMB, "embeddings"),
-            # relative-position embeddings (and their norm) are shared by all blocks and sit below the first one
-            (r"(?:^|\.)encoder\.(?:rel_embeddings|LayerNorm)\.", "embeddings"),
-            # the optional ConvLayer is added to the output of the first block
-            (r"(?:^|\.)encoder\.conv\.", 1),
-            (_BERT_BLOCK, "block"),
-        ),
-        num_blocks=lambda c: c.num_hidden_layers,
-    ),
-)
-register_architecture(
-    "distilbert",
-    ArchitectureSpec(rules=((_EMB, "embeddings"), (r"(?:^|\.)transformer\.layer\.(\d+)\.", "block")),
-                     num_blocks=lambda c: c.n_layers),
-)
-register_architecture(
-    "albert",
-    ArchitectureSpec(
-        rules=(
-            (_EMB, "embeddings"),
-            (r"(?:^|\.)encoder\.embedding_hidden_mapping_in\.", "embeddings"),
-            (r"(?:^|\.)encoder\.albert_layer_groups\.(\d+)\.", "block"),
-        ),
-        num_blocks=lambda c: c.num_hidden_groups,
-        note=(
-            "ALBERT shares one set of block weights across all num_hidden_layers applications, so there are only "
-            "num_hidden_groups distinct blocks (1 by default). LLRD on ALBERT therefore has num_hidden_groups + 2 "
-            "depth levels: embeddings, each shared layer group, head; per-application learning rates are impossible "
-            "because every application updates the same tensors."
-        ),
-    ),
-)
-register_architecture(
-    ["vit", "deit", "dinov2"],
-    ArchitectureSpec(rules=((_EMB, "embeddings"), (_VIT_BLOCK, "block")),
-                     num_blocks=lambda c: c.num_hidden_layers),
-)
-register_architecture(
-    ["beit", "data2vec-vision"],
-    ArchitectureSpec(
-        # the optional shared relative position bias is used by every block: it sits with the embeddings
-        rules=((_EMB, "embeddings"), (r"(?:^|\.)(?:shared_position_bias|encoder\.relative_position_bias)\.", "embeddings"),
-               (_VIT_BLOCK, "block")),
-        num_blocks=lambda c: c.num_hidden_layers,
-    ),
-)
-
-
-def _swin_spec(config) -> ArchitectureSpec:
-    depths = list(config.depths)
-    offsets = [sum(depths[:s]) for s in range(len(depths))]
-
-    def block(m: re.Match) -> int:
-        return offsets[int(m.group(1))] + int(m.group(2)) + 1
-
-    def downsample(m: re.Match) -> int:  # patch merging after stage s belongs with that stage's last block
-        s = int(m.group(1))
-        return offsets[s] + depths[s]
-
-    return ArchitectureSpec(
-        rules=((_EMB, "embeddings"),
-               (r"(?:^|\.)encoder\.layers\.(\d+)\.blocks\.(\d+)\.", block),
-               (r"(?:^|\.)encoder\.layers\.(\d+)\.downsample\.", downsample)),
-        num_blocks=lambda c: sum(c.depths),
-        note="Swin stages are flattened in order: block b of stage s has depth sum(depths[:s]) + b + 1; each stage's "
-             "patch-merging layer takes the depth of that stage's last block.",
-    )
-
-
-register_architecture(["swin", "swinv2"], ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
-                                                           build=_swin_spec))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-
 def unwrap_model_config(model: nn.Module):
     """The ``PretrainedConfig`` of a (possibly PEFT-wrapped) model, or ``None``."""
     inner = model
@@ -323,7 +193,7 @@ def _custom_example(model_type: str) -> str:
     return (
         "Pass your own mapping (ordered regex -> depth; 'block' takes the block index from the first capture group), "
         "e.g. TransferTrainer(..., layer_map={r'(^|\\.)embed': 'embeddings', r'\\.layers\\.(\\d+)\\.': 'block', "
-        "r'.*': 'head'}), or register it once with tl_hf.core.layers.register_architecture("
+        "r'.*': 'head'}), or register it once with tl_hf.core.architectures.register_architecture("
         f"'{model_type}', ArchitectureSpec(...))."
     )
 

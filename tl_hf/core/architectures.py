@@ -1,0 +1,150 @@
+"""The architecture table: what tl_hf knows about each ``config.model_type``.
+
+One entry per architecture family in :data:`ARCHITECTURES` (model_type -> :class:`ArchitectureSpec`): how its
+parameters map to depths (used by :func:`tl_hf.core.layers.get_layer_map`) and its default LoRA target modules (used
+when ``peft.target_modules`` is not set). Adding an architecture means adding one entry here, or calling
+:func:`register_architecture`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+__all__ = ["ARCHITECTURES", "ArchitectureSpec", "RuleTarget", "default_lora_targets", "register_architecture"]
+
+RuleTarget = Union[int, str]  # an absolute depth, or "embeddings" | "block" | "head"
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """How one architecture family names its parameters.
+
+    ``rules`` are tried in order before the catch-all ``head`` rule that every built-in spec ends with; ``num_blocks``
+    reads the block count from the model config; ``lora_targets`` are the default LoRA target modules (the query and
+    value projections; empty: none known).
+    """
+
+    rules: tuple[tuple[str, RuleTarget | Callable[[re.Match], int]], ...]
+    num_blocks: Callable[[object], int]
+    note: str | None = None
+    build: Callable[[object], "ArchitectureSpec"] | None = None  # for config-dependent rules (Swin)
+    lora_targets: tuple[str, ...] = ()
+
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {}
+
+
+def register_architecture(model_types: str | Sequence[str], spec: ArchitectureSpec) -> None:
+    """Add (or replace) the spec of one or more ``config.model_type`` values. The one place to add a model."""
+    for mt in [model_types] if isinstance(model_types, str) else model_types:
+        ARCHITECTURES[mt] = spec
+
+
+def default_lora_targets(model_type: str | None) -> list[str] | None:
+    """The default LoRA target modules of ``model_type``, or ``None`` when the table has none."""
+    spec = ARCHITECTURES.get(model_type) if model_type is not None else None
+    return list(spec.lora_targets) if spec is not None and spec.lora_targets else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The built-in entries
+# ---------------------------------------------------------------------------------------------------------------------
+
+_EMB = r"(?:^|\.)embeddings\."
+_BERT_BLOCK = r"(?:^|\.)encoder\.layer\.(\d+)\."
+# transformers 5 names ViT-family blocks `vit.layers.N`; older checkpoints/versions used `vit.encoder.layer.N`.
+_VIT_BLOCK = r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\."
+_QV = ("query", "value")
+_QV_PROJ = ("q_proj", "v_proj")
+
+register_architecture(
+    ["bert", "roberta", "xlm-roberta", "camembert"],
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (_BERT_BLOCK, "block")),
+                     num_blocks=lambda c: c.num_hidden_layers, lora_targets=_QV),
+)
+register_architecture(
+    "electra",
+    ArchitectureSpec(
+        rules=((_EMB, "embeddings"), (r"(?:^|\.)embeddings_project\.", "embeddings"), (_BERT_BLOCK, "block")),
+        num_blocks=lambda c: c.num_hidden_layers, lora_targets=_QV,
+    ),
+)
+register_architecture(
+    "deberta-v2",
+    ArchitectureSpec(
+        rules=(
+            (_EMB, "embeddings"),
+            # relative-position embeddings (and their norm) are shared by all blocks and sit below the first one
+            (r"(?:^|\.)encoder\.(?:rel_embeddings|LayerNorm)\.", "embeddings"),
+            # the optional ConvLayer is added to the output of the first block
+            (r"(?:^|\.)encoder\.conv\.", 1),
+            (_BERT_BLOCK, "block"),
+        ),
+        num_blocks=lambda c: c.num_hidden_layers, lora_targets=("query_proj", "value_proj"),
+    ),
+)
+register_architecture(
+    "distilbert",
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (r"(?:^|\.)transformer\.layer\.(\d+)\.", "block")),
+                     num_blocks=lambda c: c.n_layers, lora_targets=("q_lin", "v_lin")),
+)
+register_architecture(
+    "albert",
+    ArchitectureSpec(
+        rules=(
+            (_EMB, "embeddings"),
+            (r"(?:^|\.)encoder\.embedding_hidden_mapping_in\.", "embeddings"),
+            (r"(?:^|\.)encoder\.albert_layer_groups\.(\d+)\.", "block"),
+        ),
+        num_blocks=lambda c: c.num_hidden_groups,
+        note=(
+            "ALBERT shares one set of block weights across all num_hidden_layers applications, so there are only "
+            "num_hidden_groups distinct blocks (1 by default). LLRD on ALBERT therefore has num_hidden_groups + 2 "
+            "depth levels: embeddings, each shared layer group, head; per-application learning rates are impossible "
+            "because every application updates the same tensors."
+        ),
+        lora_targets=_QV,
+    ),
+)
+register_architecture(
+    ["vit", "deit", "dinov2"],
+    ArchitectureSpec(rules=((_EMB, "embeddings"), (_VIT_BLOCK, "block")),
+                     num_blocks=lambda c: c.num_hidden_layers, lora_targets=_QV_PROJ),
+)
+_BEIT_RULES = (
+    (_EMB, "embeddings"),
+    # the optional shared relative position bias is used by every block: it sits with the embeddings
+    (r"(?:^|\.)(?:shared_position_bias|encoder\.relative_position_bias)\.", "embeddings"),
+    (_VIT_BLOCK, "block"),
+)
+register_architecture("beit", ArchitectureSpec(rules=_BEIT_RULES, num_blocks=lambda c: c.num_hidden_layers,
+                                               lora_targets=_QV_PROJ))
+register_architecture("data2vec-vision", ArchitectureSpec(rules=_BEIT_RULES, num_blocks=lambda c: c.num_hidden_layers))
+
+
+def _swin_spec(config) -> ArchitectureSpec:
+    depths = list(config.depths)
+    offsets = [sum(depths[:s]) for s in range(len(depths))]
+
+    def block(m: re.Match) -> int:
+        return offsets[int(m.group(1))] + int(m.group(2)) + 1
+
+    def downsample(m: re.Match) -> int:  # patch merging after stage s belongs with that stage's last block
+        s = int(m.group(1))
+        return offsets[s] + depths[s]
+
+    return ArchitectureSpec(
+        rules=((_EMB, "embeddings"),
+               (r"(?:^|\.)encoder\.layers\.(\d+)\.blocks\.(\d+)\.", block),
+               (r"(?:^|\.)encoder\.layers\.(\d+)\.downsample\.", downsample)),
+        num_blocks=lambda c: sum(c.depths),
+        note="Swin stages are flattened in order: block b of stage s has depth sum(depths[:s]) + b + 1; each stage's "
+             "patch-merging layer takes the depth of that stage's last block.",
+        lora_targets=_QV_PROJ,
+    )
+
+
+register_architecture(["swin", "swinv2"], ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
+                                                           build=_swin_spec, lora_targets=_QV_PROJ))
