@@ -436,3 +436,48 @@ def test_penalty_gradients_equal_autograd_of_the_penalty_value():
                 p[i] += eps
             assert abs((up - down) / (2 * eps) - float(g[i])) < 1e-2 * max(1.0, abs(float(g[i]))), (reg.name, n)
         assert value > 0
+
+
+def test_card_line_and_tags_of_every_regularizer():
+    """The model card's regularizer bullet and Hub tags come from the regularizer itself (same text as before)."""
+    from dataclasses import dataclass
+
+    from tl_hf.regularizers.base import Regularizer, RegularizerConfig, card_tags_of
+
+    @dataclass
+    class OtherConfig(RegularizerConfig):
+        strength: float = 0.25
+        names: list | None = None
+
+    class Other(Regularizer):
+        name = "my_other"
+        config_cls = OtherConfig
+
+    cases = [
+        (EWC(), "- **EWC**: λ = `1`, Fisher estimator `empirical` (per-example gradients, `1024` samples)"),
+        (EWC(lambda_=250.0, per_example=False, num_samples=64, exempt=[r"classifier\."]),
+         "- **EWC**: λ = `250`, Fisher estimator `empirical` (batch-mean gradients, `64` samples); "
+         "exempt: `classifier\\.`"),
+        (OnlineEWC(gamma=0.9, lambda_=1e-3),
+         "- **online EWC**: λ = `0.001`, γ = `0.9`, Fisher estimator `empirical` (`1024` samples)"),
+        (L2SP(), "- **L2-SP**: α = `0.01` (pull to the pretrained weights), β = `0.01` (new parameters), anchors: the "
+                 "starting weights"),
+        (L2SP(alpha=0.1, beta=0.0, source="x/y.safetensors", exempt=["a", "b"]),
+         "- **L2-SP**: α = `0.1` (pull to the pretrained weights), β = `0.0` (new parameters), anchors from "
+         "`x/y.safetensors`; exempt: `a, b`"),
+        (Replay(), "- **replay**: budget `200` examples, selection `reservoir`, mode `interleave`, ratio `0.2`"),
+        (Replay(mode="term", weight=0.5, budget=10, selection="class_balanced"),
+         "- **replay**: budget `10` examples, selection `class_balanced`, mode `term`, weight `0.5`"),
+        (Other(OtherConfig(strength=1 / 3, names=["a", "b"], exempt=["h"])),
+         "- **my_other**: strength = `0.3333`, names = `a, b`; exempt: `h`"),
+    ]
+    for reg, line in cases:
+        assert reg.card_line() == line
+    ewc, l2sp, oewc, replay, other = EWC(), L2SP(), OnlineEWC(), Replay(), cases[-1][0]
+    assert [r.card_tags() for r in (ewc, oewc, l2sp, replay, other)] == [
+        ["ewc", "continual-learning"], ["online-ewc", "continual-learning"], ["l2-sp"],
+        ["replay", "continual-learning"], ["my-other"]]
+    assert card_tags_of([l2sp, ewc]) == ["l2-sp", "ewc", "continual-learning"]
+    assert card_tags_of([replay, l2sp, oewc, other]) == ["replay", "l2-sp", "online-ewc", "my-other",
+                                                         "continual-learning"]
+    assert card_tags_of([l2sp]) == ["l2-sp"] and card_tags_of([]) == []

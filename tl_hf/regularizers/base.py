@@ -11,13 +11,15 @@ A regularizer is a plain object with a config dataclass. Its life in a run:
 4. ``end_task(model, dataset, ...)`` after a task: EWC estimates a Fisher and takes anchors; replay fills its memory.
 5. ``state_dict()`` -> ``(tensors, meta)``: tensors go to safetensors, meta to JSON, in every checkpoint and in
    ``save(folder)`` / ``load(folder)`` between tasks. Never pickle.
+6. Model cards: ``card_line()`` is the markdown bullet describing it, ``card_tags()`` its Hub tags.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -27,7 +29,35 @@ from tl_hf._errors import did_you_mean
 from tl_hf.core.state import atomic_write_json, read_json
 
 __all__ = ["Regularizer", "RegularizerConfig", "REGULARIZERS", "register_regularizer", "build_regularizer",
-           "check_non_negative"]
+           "check_non_negative", "card_value", "card_code", "card_tags_of", "CONTINUAL_TAG"]
+
+#: the topic tag of methods that protect earlier tasks (the card lists it once, after the method tags)
+CONTINUAL_TAG = "continual-learning"
+
+
+def card_value(v: Any) -> str:
+    """A value as model cards show it: floats to 4 significant digits, lists comma-separated (``-`` when empty)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        if v == 0 or math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return ", ".join(card_value(x) for x in (sorted(v) if isinstance(v, (set, frozenset)) else v)) or "-"
+    return str(v)
+
+
+def card_code(v: Any) -> str:
+    """:func:`card_value` in backticks."""
+    return f"`{card_value(v)}`"
+
+
+def card_tags_of(regularizers: Iterable["Regularizer"]) -> list[str]:
+    """The Hub tags of several regularizers: every method's own tag (the first of its ``card_tags()``) in order, then
+    their topic tags (the rest), each once."""
+    tags = [r.card_tags() for r in regularizers]
+    return [t[0] for t in tags if t] + list(dict.fromkeys(x for t in tags for x in t[1:]))
 
 
 def check_non_negative(name: str, value: Any) -> None:
@@ -97,6 +127,26 @@ class Regularizer:
 
     def is_exempt(self, name: str) -> bool:
         return any(r.search(name) for r in self._exempt)
+
+    # -- model card -----------------------------------------------------------------------------------------------
+    def card_summary(self) -> str:
+        """The card bullet's text before the exempt list: ``**name**: key = `value`, ...`` unless a method says more."""
+        c = self.config
+        items = asdict(c) if is_dataclass(c) else dict(vars(c))
+        items.pop("exempt", None)
+        return f"**{self.name}**: " + ", ".join(f"{k} = {card_code(v)}" for k, v in items.items())
+
+    def card_line(self) -> str:
+        """The markdown bullet of the model card's regularizer list (its settings and exempt patterns)."""
+        s = self.card_summary()
+        exempt = getattr(self.config, "exempt", None)
+        if exempt:
+            s += f"; exempt: {card_code(list(exempt))}"
+        return "- " + s
+
+    def card_tags(self) -> list[str]:
+        """Hub tags: the method's own tag first, then topic tags (:data:`CONTINUAL_TAG`); see :func:`card_tags_of`."""
+        return [self.name.replace("_", "-")]
 
     def save(self, folder: str, prefix: str | None = None) -> None:
         """Write ``<prefix>.safetensors`` (tensors) and ``<prefix>.json`` (config + meta) into ``folder``."""

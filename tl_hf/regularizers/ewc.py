@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
+from tl_hf.regularizers.base import (CONTINUAL_TAG, Regularizer, RegularizerConfig, card_code, check_non_negative,
+                                     foreach_params, register_regularizer)
 from tl_hf.regularizers.fisher import ESTIMATORS, estimate_fisher
 
 __all__ = ["EWC", "EWCConfig", "OnlineEWC", "OnlineEWCConfig"]
@@ -93,6 +94,15 @@ class EWC(Regularizer):
     @property
     def active(self) -> bool:
         return bool(self.tasks)
+
+    # -- model card -----------------------------------------------------------------------------------------------
+    def card_summary(self) -> str:
+        c = self.config
+        return (f"**EWC**: λ = {card_code(c.lambda_)}, Fisher estimator {card_code(c.estimator)}"
+                f" ({'per-example' if c.per_example else 'batch-mean'} gradients, {card_code(c.num_samples)} samples)")
+
+    def card_tags(self) -> list[str]:
+        return ["ewc", CONTINUAL_TAG]
 
     # -- training -------------------------------------------------------------------------------------------------
     def bind(self, model) -> None:
@@ -180,6 +190,14 @@ class OnlineEWC(EWC):
 
     name = "online_ewc"
     config_cls = OnlineEWCConfig
+
+    def card_summary(self) -> str:
+        c = self.config
+        return (f"**online EWC**: λ = {card_code(c.lambda_)}, γ = {card_code(c.gamma)}, Fisher estimator "
+                f"{card_code(c.estimator)} ({card_code(c.num_samples)} samples)")
+
+    def card_tags(self) -> list[str]:
+        return ["online-ewc", CONTINUAL_TAG]
 
     def _consolidate(self, fisher, anchors) -> None:
         if self.tasks:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, foreach_params, register_regularizer
+from tl_hf.regularizers.base import (Regularizer, RegularizerConfig, card_code, check_non_negative, foreach_params,
+                                     register_regularizer)
 
 __all__ = ["L2SP", "L2SPConfig"]
 
@@ -43,6 +44,15 @@ class L2SP(Regularizer):
         super().__init__(config, **kwargs)
         self.anchors: dict[str, torch.Tensor] = {}
         self.new: set[str] = set()
+
+    def card_summary(self) -> str:
+        c = self.config
+        src = f", anchors from {card_code(c.source)}" if c.source else ", anchors: the starting weights"
+        return (f"**L2-SP**: α = {card_code(c.alpha)} (pull to the pretrained weights), β = {card_code(c.beta)} "
+                f"(new parameters){src}")
+
+    def card_tags(self) -> list[str]:
+        return ["l2-sp"]
 
     def bind(self, model) -> None:
         params = dict(model.named_parameters())

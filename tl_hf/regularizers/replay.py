@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import torch
 
-from tl_hf.regularizers.base import Regularizer, RegularizerConfig, check_non_negative, register_regularizer
+from tl_hf.regularizers.base import (CONTINUAL_TAG, Regularizer, RegularizerConfig, card_code, check_non_negative,
+                                     register_regularizer)
 
 __all__ = ["Replay", "ReplayConfig", "ReplayMemory", "MixedDataset"]
 
@@ -221,6 +222,15 @@ class Replay(Regularizer):
     @property
     def active(self) -> bool:
         return len(self.memory) > 0
+
+    def card_summary(self) -> str:
+        c = self.config
+        s = (f"**replay**: budget {card_code(c.budget)} examples, selection {card_code(c.selection)}, "
+             f"mode {card_code(c.mode)}")
+        return s + (f", ratio {card_code(c.ratio)}" if c.mode == "interleave" else f", weight {card_code(c.weight)}")
+
+    def card_tags(self) -> list[str]:
+        return ["replay", CONTINUAL_TAG]
 
     def bind(self, model) -> None:
         if not len(self.memory):
