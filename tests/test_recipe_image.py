@@ -25,8 +25,10 @@ from tl_hf._errors import ConfigError  # noqa: E402
 from tl_hf.run.config import load_config  # noqa: E402
 from tl_hf.run.data.paths import DataError  # noqa: E402
 from tl_hf.run.models import ModelLoadError  # noqa: E402
-from tl_hf.run.tasks.image_classification import (IMAGENET_MEAN, IMAGENET_STD, BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402
-                          ImageTransform, image_stats, load_image_classification, save_scratch_vit)
+from tl_hf.run.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, ImageTransform  # noqa: E402
+from tl_hf.run.data.images import (BadImageWarning, ImageCollator, ImageDataConfig,  # noqa: E402
+                                   load_image_classification)
+from tl_hf.run.tasks.image_classification import image_stats, save_scratch_vit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HYMENOPTERA_CONFIG = REPO / "recipes" / "configs" / "hymenoptera_vit.yaml"

@@ -661,11 +661,11 @@ def _load_image_source(spec: ImageSource, d: ContinualDataConfig, images, labels
         where = f"MNIST t10k digits {spec.digits} ({len(idx)} of {int(np.isin(labels, spec.digits).sum())} images)"
     else:
         from tl_hf.run.data.paths import DataError
-        from tl_hf.run.tasks.image_classification import _resolve_dir, _scan_folder
+        from tl_hf.run.data.imagefolder import resolve_dir, scan_folder
 
         try:
-            folder = _resolve_dir(spec.imagefolder, d.root, f"{spec.where}.imagefolder")
-            class_names, paths, cls = _scan_folder(folder, f"{spec.where}.imagefolder", [], [])
+            folder = resolve_dir(spec.imagefolder, d.root, f"{spec.where}.imagefolder")
+            class_names, paths, cls = scan_folder(folder, f"{spec.where}.imagefolder", [], [])
         except DataError as exc:
             raise ConfigError(" ".join(str(exc).split())) from None
         order = rng.permutation(len(paths))[:spec.max_samples]
@@ -686,7 +686,7 @@ def _grey28(path: str, where: str):
     import numpy as np
     from PIL import Image
 
-    from tl_hf.run.tasks.image_classification import to_rgb
+    from tl_hf.run.data.image_transform import to_rgb
 
     try:
         with Image.open(path) as im:
