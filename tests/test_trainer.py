@@ -7,7 +7,7 @@ from transformers import Trainer
 
 from tiny import TokenDataset, params_snapshot, tiny_bert, tiny_model, training_args
 from tl_hf import TransferTrainer
-from tl_hf.core.trainer import STATE_FILE
+from tl_hf.core.state import STATE_FILE
 
 
 def _one_update(trainer_cls, tmp_path, bs, ga, model_type="bert"):

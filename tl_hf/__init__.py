@@ -1,11 +1,12 @@
 """tl_hf: transfer learning on top of transformers.Trainer."""
 
 from tl_hf.core.architectures import ARCHITECTURES, ArchitectureSpec, register_architecture
+from tl_hf.core.callbacks import GradualUnfreezingCallback
 from tl_hf.core.feature_cache import FeatureCacheError
 from tl_hf.core.freezing import POLICIES, FreezingConfig, FreezingController, GradualSchedule, Phase
 from tl_hf.core.layers import LayerMap, UnknownArchitectureError, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, no_weight_decay_names, param_groups_layer_decay
-from tl_hf.core.trainer import GradualUnfreezingCallback, TransferTrainer
+from tl_hf.core.trainer import TransferTrainer
 
 __version__ = "0.1.0"
 

@@ -116,7 +116,7 @@ def run(config: str, run_dir: str, a) -> None:
     from safetensors.torch import save_file
 
     from tl_hf import TransferTrainer
-    from tl_hf.core.trainer import STATE_FILE
+    from tl_hf.core.state import STATE_FILE
 
     model = tiny_bert(seed=0, dropout=True)
     kw: dict = {}

@@ -7,7 +7,10 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["atomic_write_json", "read_json", "CorruptStateError", "file_problem", "validate_checkpoint"]
+__all__ = ["STATE_FILE", "atomic_write_json", "read_json", "CorruptStateError", "file_problem", "validate_checkpoint"]
+
+#: TransferTrainer's own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
+STATE_FILE = "tl_hf_state.json"
 
 
 class CorruptStateError(ValueError):

@@ -9,126 +9,24 @@ from dataclasses import asdict
 from typing import Any, Mapping
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from tl_hf._errors import did_you_mean
+from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback, GroupLRRecorder, RegularizerBinder
 from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, validate_checkpoint
 from tl_hf.regularizers import Regularizer, build_regularizer
-from tl_hf.core.state import atomic_write_json, read_json, validate_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransferTrainer", "GradualUnfreezingCallback", "NonFiniteLossError", "STATE_FILE"]
-
-#: our own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
-STATE_FILE = "tl_hf_state.json"
-
-
-class GradualUnfreezingCallback(TrainerCallback):
-    """Drives a gradual :class:`FreezingController` during training.
-
-    Multi-process safe (see the facts note): every parameter still requires grad when the Trainer wraps the model in
-    DDP; the first phase is applied in ``on_train_begin`` (after the wrap, and after a resume restored the phase);
-    ``requires_grad`` only changes between optimizer steps, in ``on_step_end``, identically on every rank because the
-    phase is a function of ``global_step`` / ``epoch``.
-    """
-
-    def __init__(self, controller: FreezingController) -> None:
-        self.controller = controller
-        self.schedule = controller.config.schedule
-
-    def _position(self, state) -> int:
-        if self.schedule.unit == "step":
-            return state.global_step
-        return int((state.epoch or 0.0) + 1e-6)
-
-    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
-        c = self.controller
-        if self.schedule.rewarm_steps and lr_scheduler is not None and \
-                not isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR):
-            raise ValueError(
-                f"gradual unfreezing with rewarm_steps={self.schedule.rewarm_steps} needs a LambdaLR-based "
-                f"lr_scheduler_type (linear, cosine, constant, ...), not {type(lr_scheduler).__name__}; "
-                "set rewarm_steps: 0 or pick another lr_scheduler_type"
-            )
-        if c.phase is None or state.global_step == 0:
-            phase = c.phase_at(self._position(state))
-            c.apply(phase)
-            c.phase_start_step, c.rewarm_depths = state.global_step, []
-            if state.global_step > 0 and phase > 0:
-                # resumed without tl_hf_state.json: derive the phase's start and re-warm from the schedule
-                if self.schedule.unit == "step":
-                    c.phase_start_step = c.phases[phase][0]
-                    c.rewarm_depths = sorted(c.phases[phase][1] - c.phases[phase - 1][1])
-                elif self.schedule.rewarm_steps:
-                    logger.warning("resumed without %s: the LR re-warm of phase %d restarts at step %d",
-                                   STATE_FILE, phase, state.global_step)
-        else:  # resumed: the phase (and its start) came from the checkpoint's tl_hf_state.json
-            c.apply(c.phase)
-        logger.info("gradual unfreezing: phase %d, trainable depths %s, %d trainable parameters",
-                    c.phase, sorted(c.trainable_depths(c.phase)), c.num_trainable())
-
-    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-        c = self.controller
-        phase = c.phase_at(self._position(state))
-        if phase != c.phase:
-            new = c.apply(phase)
-            c.phase_start_step = state.global_step
-            c.rewarm_depths = sorted(new)
-            logger.info("gradual unfreezing: step %d enters phase %d, unfroze depths %s (%d trainable parameters)",
-                        state.global_step, phase, sorted(new), c.num_trainable())
-        r = self.schedule.rewarm_steps
-        if r and c.rewarm_depths and optimizer is not None:
-            k = state.global_step - c.phase_start_step + 1
-            if k < r:
-                # the scheduler has just set every group's lr for the next step; scale the new groups' lr down
-                for g in optimizer.param_groups:
-                    if g.get("depth") in c.rewarm_depths:
-                        g["lr"] *= k / r
-
-
-class _GroupLRRecorder(TrainerCallback):
-    """Remembers each group's lr as used by the optimizer step that just ran (what ``learning_rate`` logs too)."""
-
-    def __init__(self) -> None:
-        self.lrs: dict[str, float] = {}
-        self.trainable: int | None = None
-
-    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is not None:
-            self.lrs = group_lrs(optimizer)
-            self.trainable = sum(p.numel() for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
+__all__ = ["TransferTrainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; training stops before anything is saved over a good checkpoint."""
-
-
-class _RegularizerBinder(TrainerCallback):
-    """Checks and binds the regularizers once training starts (after a resume restored their state)."""
-
-    def __init__(self, trainer: "TransferTrainer") -> None:
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        model = self.trainer.model
-        for r in self.trainer.regularizers:
-            r.bind(model)
-
-
-class _FeatureCacheBuilder(TrainerCallback):
-    """Computes the frozen backbone's outputs before the first step (after a resume restored the weights)."""
-
-    def __init__(self, trainer: "TransferTrainer") -> None:
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        t = self.trainer
-        t._check_feature_cache()
-        t._feature_train_store = t._feature_store("train", t.train_dataset)
 
 
 class TransferTrainer(Trainer):
@@ -171,10 +69,7 @@ class TransferTrainer(Trainer):
         self.layer_map = get_layer_map(model, layer_map)
         self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
         self.freezer = FreezingController(model, self.layer_map, self.freezing)
-        self.regularizers = [build_regularizer(dict(r) if isinstance(r, Mapping) else r) for r in regularizers or []]
-        names = [r.name for r in self.regularizers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"each regularizer may be given once, got {names}")
+        self.regularizers = _build_regularizers(regularizers)
         self._micro_index = 0
         self.stop_on_non_finite = stop_on_non_finite
         if not self.freezing.is_dynamic:
@@ -187,10 +82,16 @@ class TransferTrainer(Trainer):
         # num_items_in_batch, yet the Trainer then skips the division by gradient_accumulation_steps and multiplies by
         # the number of processes. Treat every model's loss as a per-micro-batch mean instead.
         self.model_accepts_loss_kwargs = False
-        self._lr_recorder = _GroupLRRecorder()
+        self._add_callbacks(model)
+        self._log_setup(model)
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+    def _add_callbacks(self, model) -> None:
+        """The lr recorder, regularizer binding, gradual unfreezing and the feature cache, each when it applies."""
+        self._lr_recorder = GroupLRRecorder()
         self.add_callback(self._lr_recorder)
         if self.regularizers:
-            self.add_callback(_RegularizerBinder(self))
+            self.add_callback(RegularizerBinder(self))
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
@@ -203,7 +104,9 @@ class TransferTrainer(Trainer):
             if self.train_dataset is not None:
                 IndexedDataset(self.train_dataset)  # refuses an iterable training set now, not at train()
             self.feature_cache = FeatureCache(model)
-            self.add_callback(_FeatureCacheBuilder(self))
+            self.add_callback(FeatureCacheBuilder(self._build_train_features))
+
+    def _log_setup(self, model) -> None:
         if self.layer_map.note:
             logger.info("layer map (%s): %s", self.layer_map.model_type, self.layer_map.note)
         pre_frozen = len(self.freezer.params) - len(self.freezer.base_trainable)
@@ -276,14 +179,19 @@ class TransferTrainer(Trainer):
         self._micro_index += 1
         if self.accelerator.sync_gradients:  # last micro-batch of the accumulation window: once per optimizer step
             self._micro_index = 0
-            active = [r for r in self.regularizers if r.active]
-            if active:
-                scaler = getattr(self.accelerator, "scaler", None)
-                scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
-                named = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
-                for r in active:
-                    r.add_penalty_grad(named, scale)
+            self._add_penalty_grads()
         return loss
+
+    def _add_penalty_grads(self) -> None:
+        """Every active regularizer adds its penalty's gradient (in the loss scaler's units) to the parameters'."""
+        active = [r for r in self.regularizers if r.active]
+        if not active:
+            return
+        scaler = getattr(self.accelerator, "scaler", None)
+        scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        named = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
+        for r in active:
+            r.add_penalty_grad(named, scale)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.feature_cache is not None and _INDEX_KEY in inputs:  # a training batch: replay the cached backbone
@@ -335,6 +243,10 @@ class TransferTrainer(Trainer):
 
         check_trainer_setup(self.model, self.freezer.depths, self.layer_map.head_depth, regularizers=self.regularizers,
                             args=self.args, freeze_norm_stats=self.freezing.freeze_norm_stats)
+
+    def _build_train_features(self) -> None:
+        self._check_feature_cache()
+        self._feature_train_store = self._feature_store("train", self.train_dataset)
 
     @contextlib.contextmanager
     def _indexed(self, dataset, what: str = "training"):
@@ -491,6 +403,14 @@ class TransferTrainer(Trainer):
             logger.warning("%s has no %s (not written by tl_hf?): the unfreezing phase is derived from the step",
                            resume_from_checkpoint, STATE_FILE)
             self.freezer.phase = None
+
+
+def _build_regularizers(specs) -> list[Regularizer]:
+    regs = [build_regularizer(dict(r) if isinstance(r, Mapping) else r) for r in specs or []]
+    names = [r.name for r in regs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each regularizer may be given once, got {names}")
+    return regs
 
 
 def _coerce(value, cls, what):
