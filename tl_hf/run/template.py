@@ -1,30 +1,23 @@
-"""The steps every recipe shares (transformers' run_glue flow): arguments -> logging -> last-checkpoint detection ->
-data -> model -> Trainer -> train -> save / metrics / plots -> model card -> push. Recipes stay thin."""
+"""The one run template (transformers' run_glue flow): arguments -> last-checkpoint detection -> data -> model ->
+strategy -> TransferTrainer -> train -> evaluate -> outputs -> model card -> push. A task fills in only what differs
+(:class:`ClassificationTask`: its checks and its data + model, :class:`Built`); what a run writes is in
+:mod:`tl_hf.run.outputs`. The continual task uses the shared steps (arguments, outputs) around its own runner."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
-from tl_hf.run.config import ConfigError, RunConfig
+from tl_hf._errors import ConfigError, one_line
+from tl_hf.run.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_training_args", "detect_last_checkpoint", "resolve_strategy", "maybe_wrap_peft", "callbacks_for",
-           "build_trainer", "finish_run", "PEFT_TARGETS"]
-
-#: default LoRA target modules per model_type (query and value projections)
-PEFT_TARGETS = {
-    "bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
-    "camembert": ["query", "value"], "electra": ["query", "value"], "albert": ["query", "value"],
-    "distilbert": ["q_lin", "v_lin"], "deberta-v2": ["query_proj", "value_proj"],
-    "vit": ["q_proj", "v_proj"], "deit": ["q_proj", "v_proj"], "beit": ["q_proj", "v_proj"],
-    "dinov2": ["q_proj", "v_proj"], "swin": ["q_proj", "v_proj"], "swinv2": ["q_proj", "v_proj"],
-}
+__all__ = ["Built", "ClassificationTask", "build_training_args", "check_num_labels", "detect_last_checkpoint",
+           "resolve_strategy", "maybe_wrap_peft", "callbacks_for", "build_trainer", "run_classification"]
 
 
 def build_training_args(cfg: RunConfig):
@@ -85,10 +78,11 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
         return model
     from peft import LoraConfig, get_peft_model
 
+    from tl_hf.core.architectures import default_lora_targets
     from tl_hf.core.layers import unwrap_model_config
 
     mt = getattr(unwrap_model_config(model), "model_type", None)
-    targets = cfg.peft.target_modules or PEFT_TARGETS.get(mt)
+    targets = cfg.peft.target_modules or default_lora_targets(mt)
     if not targets:
         raise ConfigError(f"peft: no default target modules for model_type {mt!r}; set peft.target_modules")
     heads = [n for n in ("classifier", "score", "pre_classifier", "pooler") if hasattr(model, n)
@@ -98,7 +92,7 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
     try:
         return get_peft_model(model, lora)
     except ValueError as exc:
-        raise ConfigError(f"peft: {' '.join(str(exc).split())} (target_modules={targets})") from None
+        raise ConfigError(f"peft: {one_line(exc)} (target_modules={targets})") from None
 
 
 def callbacks_for(cfg: RunConfig) -> list:
@@ -123,83 +117,84 @@ def build_trainer(cfg: RunConfig, model, args, *, llrd, freezing, train_dataset,
     )
 
 
-def finish_run(trainer, cfg: RunConfig, *, label_names: list[str], train_size: int, eval_dataset=None,
-               dataset_name: str | None = None, extra: dict[str, Any] | None = None,
-               log: Callable = logger.info) -> dict[str, Any]:
-    """After ``trainer.train()``: evaluate, write predictions, plots and ``all_results.json`` (main process only),
-    save the model and its card, push if asked. Returns the results dict."""
-    args = trainer.args
-    results: dict[str, Any] = dict(extra or {})
-    results["train_samples"] = train_size
-    if eval_dataset is not None:
-        pred = trainer.predict(eval_dataset, metric_key_prefix="eval")  # gathered over all processes
-        metrics = dict(pred.metrics)
-        metrics["eval_samples"] = len(eval_dataset)
-        trainer.log_metrics("eval", metrics)
-        results.update(metrics)
-        preds = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions)
-        labels = np.asarray(pred.label_ids)
-        pred_ids = preds.argmax(-1) if preds.ndim == 2 else preds
-    if not args.should_save:
-        return results
-    out = args.output_dir
-    os.makedirs(out, exist_ok=True)
-    from tl_hf.run import plots
-    from tl_hf.run.metrics import confusion_matrix
+@dataclass
+class Built:
+    """What a task's ``build`` step hands the template: data, model (before PEFT) and what the outputs need."""
 
-    written = {}
-    if eval_dataset is not None:
-        path = os.path.join(out, "eval_predictions.jsonl")
-        with open(path, "w") as fh:
-            for i, (p, y) in enumerate(zip(pred_ids.tolist(), labels.tolist())):
-                fh.write(json.dumps({"index": i, "label": int(y), "prediction": int(p),
-                                     "label_name": _name(label_names, y), "prediction_name": _name(label_names, p)})
-                         + "\n")
-        written["predictions"] = path
-        cm = confusion_matrix(pred_ids, labels, max(len(label_names), int(max(pred_ids.max(), labels.max())) + 1))
-        results["confusion_matrix"] = cm.tolist()
-        written["confusion_matrix"] = plots.plot_confusion_matrix(cm, label_names,
-                                                                  os.path.join(out, "confusion_matrix.png"))
-    history = trainer.state.log_history
-    written["learning_curve"] = plots.plot_learning_curve(history, os.path.join(out, "learning_curve.png"))
-    if any(k.startswith("lr/") for h in history for k in h):
-        written["lr_per_group"] = plots.plot_lr_per_group(history, os.path.join(out, "lr_per_group.png"))
-    results["outputs"] = written
-    if cfg.model.save_model or cfg.hub.push:
+    model: Any
+    train_dataset: Any
+    eval_dataset: Any
+    label_names: list[str]
+    data_collator: Any
+    processing_class: Any = None
+    dataset_name: str | None = None
+    summary: str = ""  # the task's part of the "model ...: N parameters" line (data sizes and sources)
+    results: dict[str, Any] = field(default_factory=dict)  # extra entries of all_results.json (eval_split, ...)
+    save_extras: Callable[[str], None] | None = None  # writes files the saved model needs into output_dir
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    """A classification task for :func:`run_classification`. ``check(cfg, args)`` runs the task's fast checks
+    before any slow step and returns what ``build(cfg, args, checked, log)`` needs; ``build`` loads the data and
+    the model."""
+
+    check: Callable[[RunConfig, Any], Any]
+    build: Callable[..., Built]
+    peft_task_type: str | None = "SEQ_CLS"
+
+
+def check_num_labels(cfg: RunConfig, label_names: list[str]) -> list[str]:
+    """The head's label names: the data's, then ``str(i)`` up to ``model.num_labels``."""
+    num_labels = cfg.model.num_labels or len(label_names)
+    if num_labels < len(label_names):
+        raise ConfigError(f"model.num_labels={num_labels} but the data has {len(label_names)} labels "
+                          f"({', '.join(label_names)})")
+    return label_names + [str(i) for i in range(len(label_names), num_labels)]
+
+
+def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callable = print) -> dict[str, Any]:
+    """The one run: arguments -> task checks -> seed -> last checkpoint -> data + model -> strategy -> PEFT ->
+    TransferTrainer -> train -> evaluate, predictions, plots -> model + card -> ``all_results.json`` /
+    ``run_config.json`` -> push. Returns the results (train and eval metrics, ``wall_time_s``, the task's extras)."""
+    import transformers
+
+    from tl_hf.core.layers import get_layer_map
+    from tl_hf.run.outputs import evaluate_classification, push_model, write_card, write_results
+
+    start = time.perf_counter()
+    args = build_training_args(cfg)  # validate TrainingArguments before any slow step
+    checked = task.check(cfg, args)
+    transformers.set_seed(args.seed)
+    last_checkpoint = detect_last_checkpoint(args, log)
+    built = task.build(cfg, args, checked, log)
+    llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), get_layer_map(built.model).num_blocks, log)
+    model = maybe_wrap_peft(built.model, cfg, task_type=task.peft_task_type)
+    trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=built.train_dataset,
+                            eval_dataset=built.eval_dataset, data_collator=built.data_collator,
+                            processing_class=built.processing_class)
+    log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
+        f"{built.summary}")
+
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.save_metrics("train", dict(train_result.metrics), combined=False)  # all_results.json is written below
+    save = args.should_save and (cfg.model.save_model or cfg.hub.push)
+    if save and built.save_extras is not None:
+        os.makedirs(args.output_dir, exist_ok=True)
+        built.save_extras(args.output_dir)
+    evaluated = evaluate_classification(trainer, label_names=built.label_names, train_size=len(built.train_dataset),
+                                        eval_dataset=built.eval_dataset, extra=built.results)
+    if save:
         trainer.save_model()
-        _write_card(trainer, cfg, dataset_name, results)
-    path = os.path.join(out, "all_results.json")
-    merged = json.load(open(path)) if os.path.exists(path) else {}
-    merged.update(results)
-    from tl_hf.core.state import atomic_write_json
-
-    atomic_write_json(path, merged)
-    atomic_write_json(os.path.join(out, "run_config.json"), json.loads(json.dumps(cfg.to_dict(), default=str)))
-    if cfg.hub.push:
-        _push(trainer, cfg, dataset_name, results, log)
+        write_card(trainer, built.dataset_name, evaluated)
+    results: dict[str, Any] = {**train_result.metrics, **evaluated, "wall_time_s": round(time.perf_counter() - start,
+                                                                                          1)}
+    if args.should_save:
+        write_results(args.output_dir, results, cfg)
+        if cfg.hub.push:
+            push_model(trainer, cfg, built.dataset_name, evaluated, log)
     return results
-
-
-def _name(names, i):
-    i = int(i)
-    return names[i] if 0 <= i < len(names) else str(i)
-
-
-def _write_card(trainer, cfg, dataset_name, results) -> None:
-    try:
-        from tl_hf.hub import write_model_card
-    except ImportError:  # pragma: no cover - hub support not installed in this build
-        return
-    write_model_card(trainer, dataset_name=dataset_name,
-                     results={k: v for k, v in results.items() if isinstance(v, (int, float))})
-
-
-def _push(trainer, cfg, dataset_name, results, log) -> None:
-    from tl_hf.hub import push
-
-    push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private, dataset_name=dataset_name,
-         results={k: v for k, v in results.items() if isinstance(v, (int, float))})
-    log(f"pushed to the Hub: {cfg.hub.repo_id}")
 
 
 def _has_accelerator() -> bool:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from tl_hf._errors import one_line
-from tl_hf.run.config import ConfigError, RunConfig, register_task
+from tl_hf._errors import ConfigError, one_line
+from tl_hf._hub_access import offline as _offline
+from tl_hf.run.config import RunConfig, register_task
 from tl_hf.run.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, per_channel
 from tl_hf.run.data.images import ImageCollator, ImageDataConfig, load_image_classification
-from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, _offline, resolve_model_path
-from tl_hf.run.template import (build_trainer, build_training_args, detect_last_checkpoint, finish_run, maybe_wrap_peft,
-                         resolve_strategy)
+from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, resolve_model_path
+from tl_hf.run.template import Built, ClassificationTask, check_num_labels, run_classification
 
 __all__ = ["image_stats", "run_image_classification", "save_scratch_vit"]
 
@@ -130,42 +129,34 @@ def save_scratch_vit(out_dir: str | os.PathLike, *, image_size: int = 28, patch_
 # Recipe
 # ---------------------------------------------------------------------------------------------------------------------
 
-def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
-    """Fine-tune and evaluate an image classifier (ViT family) as ``cfg`` says; writes ``all_results.json``, eval
-    predictions, a confusion matrix, a learning curve and the LR per layer group under ``training.output_dir``."""
+def _check(cfg: RunConfig, args):
+    """The model config (fails fast: not a model, not an image model, an offline Hub id)."""
+    if not isinstance(cfg.data, ImageDataConfig):
+        raise ConfigError(f"task image_classification needs an image data section, got {type(cfg.data).__name__}")
+    args.label_names = args.label_names or ["labels"]  # a PeftModel's forward(*args, **kwargs) hides `labels`
+    return _load_model_config(cfg.model.name_or_path)
+
+
+def _build(cfg: RunConfig, args, config, log) -> Built:
     import inspect
 
-    import transformers
     from transformers import AutoModelForImageClassification
 
-    from tl_hf.core.layers import get_layer_map
-
-    start = time.perf_counter()
     dcfg: ImageDataConfig = cfg.data
-    if not isinstance(dcfg, ImageDataConfig):
-        raise ConfigError(f"task image_classification needs an image data section, got {type(dcfg).__name__}")
-    args = build_training_args(cfg)  # validate TrainingArguments before any slow step
-    args.label_names = args.label_names or ["labels"]  # a PeftModel's forward(*args, **kwargs) hides `labels`
-    config = _load_model_config(cfg.model.name_or_path)  # fails fast: not a model, not an image model, offline id
-    transformers.set_seed(args.seed)
-    last_checkpoint = detect_last_checkpoint(args, log)
-
     if dcfg.image_mean is not None:
-        mean, std, stats_from, proc_size = per_channel(dcfg.image_mean), per_channel(dcfg.image_std), "data.image_mean/std", None
+        mean, std, stats_from = per_channel(dcfg.image_mean), per_channel(dcfg.image_std), "data.image_mean/std"
+        proc_size = None
     else:
         mean, std, stats_from, proc_size = image_stats(cfg.model.name_or_path)
     model_size = _config_image_size(config, proc_size)
     size = (dcfg.image_size, dcfg.image_size) if dcfg.image_size else (model_size or (224, 224))
 
     data = load_image_classification(dcfg, seed=args.seed, image_size=size, mean=mean, std=std, log=log)
-    num_labels = cfg.model.num_labels or data.num_labels
-    if num_labels < data.num_labels:
-        raise ConfigError(f"model.num_labels={num_labels} but the data has {data.num_labels} labels "
-                          f"({', '.join(data.label_names)})")
-    names = data.label_names + [str(i) for i in range(len(data.label_names), num_labels)]
-    model = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model", trust_remote_code=cfg.model.trust_remote_code,
-                             num_labels=num_labels, id2label=dict(enumerate(names)),
-                             label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
+    names = check_num_labels(cfg, data.label_names)
+    model = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model",
+                             trust_remote_code=cfg.model.trust_remote_code, num_labels=len(names),
+                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                             ignore_mismatched_sizes=True)
     interpolate = False
     if model_size is not None and tuple(size) != tuple(model_size):
         if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
@@ -175,37 +166,28 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
         else:
             log(f"warning: image_size {size[0]}x{size[1]} differs from the model's {model_size[0]}x{model_size[1]} "
                 f"and {type(model).__name__} has no interpolate_pos_encoding")
-
-    llrd, freezing = resolve_strategy(cfg, len(data.train), get_layer_map(model).num_blocks, log)
-    model = maybe_wrap_peft(model, cfg, task_type=None)
-    trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=data.train,
-                            eval_dataset=data.eval, data_collator=ImageCollator(interpolate))
     n_eval = len(data.eval) if data.eval is not None else 0
-    log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
-        f"images {size[0]}x{size[1]}, mean/std from {stats_from}, augment {dcfg.augment}; train "
-        f"{len(data.train):,} images ({data.sources.get('train')}), eval {n_eval:,} ({data.sources.get('eval')})")
+    return Built(
+        model=model, train_dataset=data.train, eval_dataset=data.eval, label_names=names,
+        data_collator=ImageCollator(interpolate),
+        dataset_name=dcfg.dataset or os.path.basename(os.path.normpath(str(dcfg.train_dir))),
+        summary=f"images {size[0]}x{size[1]}, mean/std from {stats_from}, augment {dcfg.augment}; train "
+                f"{len(data.train):,} images ({data.sources.get('train')}), eval {n_eval:,} "
+                f"({data.sources.get('eval')})",
+        results={"eval_split": data.sources.get("eval_split") if data.eval is not None else None,
+                 "image_size": list(size), "normalization": {"mean": mean, "std": std, "source": stats_from},
+                 "skipped_images": [p for p, _ in data.skipped], "excluded_images": data.excluded},
+        # so the saved model reloads with the same inputs
+        save_extras=lambda out: _write_processor_config(out, size, mean, std))
 
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    trainer.save_metrics("train", dict(train_result.metrics))
-    if args.should_save and (cfg.model.save_model or cfg.hub.push):
-        os.makedirs(args.output_dir, exist_ok=True)
-        _write_processor_config(args.output_dir, size, mean, std)  # so the saved model reloads with the same inputs
-    eval_split = data.sources.get("eval_split") if data.eval is not None else None
-    extra = {"eval_split": eval_split, "image_size": list(size), "normalization": {"mean": mean, "std": std,
-                                                                                     "source": stats_from},
-             "skipped_images": [p for p, _ in data.skipped], "excluded_images": data.excluded}
-    results: dict[str, Any] = dict(train_result.metrics)
-    dataset_name = dcfg.dataset or os.path.basename(os.path.normpath(str(dcfg.train_dir)))
-    results.update(finish_run(trainer, cfg, label_names=names, train_size=len(data.train), eval_dataset=data.eval,
-                              dataset_name=dataset_name, extra=extra, log=log))
-    results["wall_time_s"] = round(time.perf_counter() - start, 1)
-    if args.should_save:
-        from tl_hf.core.state import atomic_write_json, read_json
 
-        path = os.path.join(args.output_dir, "all_results.json")
-        atomic_write_json(path, {**read_json(path), "wall_time_s": results["wall_time_s"]})
-    return results
+IMAGE_CLASSIFICATION = ClassificationTask(check=_check, build=_build, peft_task_type=None)
+
+
+def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
+    """Fine-tune and evaluate an image classifier (ViT family) as ``cfg`` says; writes ``all_results.json``, eval
+    predictions, a confusion matrix, a learning curve and the LR per layer group under ``training.output_dir``."""
+    return run_classification(cfg, IMAGE_CLASSIFICATION, log=log)
 
 
 register_task("image_classification", ImageDataConfig, run_image_classification,

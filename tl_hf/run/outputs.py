@@ -1,0 +1,124 @@
+"""What a run leaves in ``training.output_dir``: the single writer of ``all_results.json`` and ``run_config.json``,
+the eval predictions, confusion matrix and plots of a classification run, its model card and push. Only the main
+process writes (``is_main``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from tl_hf.run.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["is_main", "main_process_log", "write_results", "evaluate_classification", "write_card", "push_model",
+           "numeric"]
+
+
+def is_main() -> bool:
+    """True in the main process (``RANK`` 0 or unset): under ``accelerate launch`` / torchrun only it reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def main_process_log(log: Callable) -> Callable:
+    """``log`` in the main process, a no-op in the others."""
+    return log if is_main() else _silent
+
+
+def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig, *, merge: bool = True) -> None:
+    """Write ``all_results.json`` (``merge``: over what the file already holds) and ``run_config.json`` (the config,
+    ``training.hub_token`` redacted). The one place a run writes them; call it from the main process only."""
+    from tl_hf.core.state import atomic_write_json, read_json
+
+    path = os.path.join(output_dir, "all_results.json")
+    merged = read_json(path) if merge and os.path.exists(path) else {}
+    merged.update(results)
+    atomic_write_json(path, merged)
+    run_config = json.loads(json.dumps(cfg.to_dict(), default=str))
+    if run_config.get("training", {}).get("hub_token"):
+        run_config["training"]["hub_token"] = "<redacted>"
+    atomic_write_json(os.path.join(output_dir, "run_config.json"), run_config)
+
+
+def numeric(results: dict[str, Any]) -> dict[str, Any]:
+    """The int / float entries of ``results`` (what a model card and a push report)."""
+    return {k: v for k, v in results.items() if isinstance(v, (int, float))}
+
+
+def evaluate_classification(trainer, *, label_names: list[str], train_size: int, eval_dataset=None,
+                            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """After ``trainer.train()``: evaluate (gathered over all processes) and, in the main process, write the eval
+    predictions, the confusion matrix and the learning-curve / LR plots. Returns the results (``extra`` first)."""
+    results: dict[str, Any] = dict(extra or {})
+    results["train_samples"] = train_size
+    if eval_dataset is not None:
+        pred = trainer.predict(eval_dataset, metric_key_prefix="eval")
+        metrics = dict(pred.metrics)
+        metrics["eval_samples"] = len(eval_dataset)
+        trainer.log_metrics("eval", metrics)
+        results.update(metrics)
+        preds = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions)
+        labels = np.asarray(pred.label_ids)
+        pred_ids = preds.argmax(-1) if preds.ndim == 2 else preds
+    if not trainer.args.should_save:
+        return results
+    out = trainer.args.output_dir
+    os.makedirs(out, exist_ok=True)
+    from tl_hf.run import plots
+    from tl_hf.run.metrics import confusion_matrix
+
+    written = {}
+    if eval_dataset is not None:
+        written["predictions"] = _write_predictions(os.path.join(out, "eval_predictions.jsonl"), pred_ids, labels,
+                                                    label_names)
+        cm = confusion_matrix(pred_ids, labels, max(len(label_names), int(max(pred_ids.max(), labels.max())) + 1))
+        results["confusion_matrix"] = cm.tolist()
+        written["confusion_matrix"] = plots.plot_confusion_matrix(cm, label_names,
+                                                                  os.path.join(out, "confusion_matrix.png"))
+    history = trainer.state.log_history
+    written["learning_curve"] = plots.plot_learning_curve(history, os.path.join(out, "learning_curve.png"))
+    if any(k.startswith("lr/") for h in history for k in h):
+        written["lr_per_group"] = plots.plot_lr_per_group(history, os.path.join(out, "lr_per_group.png"))
+    results["outputs"] = written
+    return results
+
+
+def _write_predictions(path: str, pred_ids, labels, label_names: list[str]) -> str:
+    with open(path, "w") as fh:
+        for i, (p, y) in enumerate(zip(pred_ids.tolist(), labels.tolist())):
+            fh.write(json.dumps({"index": i, "label": int(y), "prediction": int(p),
+                                 "label_name": _name(label_names, y), "prediction_name": _name(label_names, p)})
+                     + "\n")
+    return path
+
+
+def _name(names, i):
+    i = int(i)
+    return names[i] if 0 <= i < len(names) else str(i)
+
+
+def write_card(trainer, dataset_name: str | None, results: dict[str, Any]) -> None:
+    """The model card (``README.md``) next to the saved model."""
+    try:
+        from tl_hf.hub import write_model_card
+    except ImportError:  # pragma: no cover - hub support not installed in this build
+        return
+    write_model_card(trainer, dataset_name=dataset_name, results=numeric(results))
+
+
+def push_model(trainer, cfg: RunConfig, dataset_name: str | None, results: dict[str, Any],
+               log: Callable = logger.info) -> None:
+    """Push the trained model (and its card) to ``hub.repo_id``."""
+    from tl_hf.hub import push
+
+    push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private, dataset_name=dataset_name,
+         results=numeric(results))
+    log(f"pushed to the Hub: {cfg.hub.repo_id}")
