@@ -224,7 +224,7 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
     from huggingface_hub import HfApi
 
-    import tl_hf.hub.publish as hub_mod
+    from tl_hf import _hub_access
     from tl_hf.hub import HubUnavailableError, push
 
     with socket.socket() as s:  # a port with nothing listening
@@ -232,7 +232,7 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hc, "ENDPOINT", dead)
-    monkeypatch.setattr(hub_mod, "_endpoint", lambda: dead)
+    monkeypatch.setattr(_hub_access, "endpoint", lambda: dead)
     tr = _trained(tmp_path)
     out = tr.args.output_dir
     t0 = time.monotonic()
@@ -240,7 +240,7 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
         push(tr, repo_id="me/run")  # caught by the TCP pre-check
     assert str(out) in str(ei.value) and time.monotonic() - t0 < 5
     # past the pre-check, huggingface_hub's own connection error is mapped too (create_repo does not retry)
-    monkeypatch.setattr(hub_mod, "_preflight", lambda timeout: None)
+    monkeypatch.setattr(_hub_access, "unreachable_reason", lambda timeout: None)
     with mock.patch("transformers.trainer.hf_api", return_value=HfApi(endpoint=dead)):
         t0 = time.monotonic()
         with pytest.raises(HubUnavailableError, match="ConnectError") as ei:
@@ -252,12 +252,12 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path, monkeypatch):
 def test_push_refuses_files_that_contain_a_token(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
-    import tl_hf.hub.publish as hub_mod
+    from tl_hf import _hub_access
     from tl_hf.hub import TokenLeakError, push
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hc, "ENDPOINT", "http://127.0.0.1:9")  # nothing may reach a real Hub (hf_api is mocked)
-    monkeypatch.setattr(hub_mod, "_preflight", lambda timeout: None)
+    monkeypatch.setattr(_hub_access, "unreachable_reason", lambda timeout: None)
     monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
     tr = _trained(tmp_path)
     out = Path(tr.args.output_dir)

@@ -43,7 +43,9 @@ import socket
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
+
+from tl_hf import _hub_access
+from tl_hf._hub_access import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -585,29 +587,6 @@ def _unavailable_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def _offline() -> bool:
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.is_offline_mode())
-    except Exception:  # pragma: no cover
-        return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _endpoint() -> str:
-    try:
-        from transformers.utils.hub import hf_api
-
-        ep = getattr(hf_api(), "endpoint", None)
-        if ep:
-            return ep
-    except Exception:  # pragma: no cover
-        pass
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
 @contextlib.contextmanager
 def _network_errors(folder: str, repo: str | None):
     """Turn a failure to reach the Hub (also when huggingface_hub wraps it in its own error) into
@@ -633,7 +612,7 @@ def _unavailable(output_dir: str, repo: str | None, why: str) -> HubUnavailableE
     return HubUnavailableError(
         f"cannot push{where}: the Hugging Face Hub is unavailable ({why}); the trained model stays saved locally at "
         f"{output_dir} -- push it later with `hf upload {repo or '<repo_id>'} {output_dir}` (or tl_hf.hub.push) "
-        + ("with HF_HUB_OFFLINE unset" if _offline() else "once the Hub is reachable")
+        + ("with HF_HUB_OFFLINE unset" if _hub_access.offline() else "once the Hub is reachable")
     )
 
 
@@ -658,25 +637,6 @@ def _no_card_lookups():
 
 def _value(v) -> str:
     return str(getattr(v, "value", v))
-
-
-def _preflight(timeout: float) -> str | None:
-    """``None`` if a TCP connection to the Hub endpoint opens within ``timeout`` s, else why not."""
-    ep = urlsplit(_endpoint())
-    host = ep.hostname
-    if not host:
-        return f"invalid HF_ENDPOINT {_endpoint()!r}"
-    port = ep.port or (443 if ep.scheme == "https" else 80)
-    from urllib.request import getproxies, proxy_bypass
-
-    proxies = getproxies()
-    if (proxies.get(ep.scheme) or proxies.get("all")) and not proxy_bypass(host):
-        return None  # behind a proxy: the proxy decides what is reachable; let the request itself fail
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} unreachable: {exc.__class__.__name__}: {exc}"
 
 
 def push(trainer, *, repo_id: str | None = None, commit_message: str = "End of training", token: str | None = None,
@@ -726,7 +686,8 @@ def push(trainer, *, repo_id: str | None = None, commit_message: str = "End of t
         return None
     # 2. fail fast when the Hub cannot be reached (huggingface_hub would retry uploads for ~20 s); the card is
     #    still written, without the Trainer's Hub look-ups
-    why = "offline mode is enabled (HF_HUB_OFFLINE=1)" if _offline() else _preflight(connect_timeout)
+    why = ("offline mode is enabled (HF_HUB_OFFLINE=1)" if _hub_access.offline()
+           else _hub_access.unreachable_reason(connect_timeout))
     if why is not None:
         with _no_card_lookups(), _args_without_token(trainer, [token]):
             write_model_card(trainer, **card, **card_kwargs)
@@ -764,7 +725,6 @@ _SCENARIO_TEXT = {
                          "output, without task identity",
     "domain_incremental": "one shared head; every task has the same label set",
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _acc(v: Any) -> str:
@@ -902,7 +862,7 @@ def write_continual_model_card(folder: str, summary: Mapping[str, Any], *, model
     data = ModelCardData(
         model_name=model_name, tags=_continual_tags(summary, regularizers, llrd, freezing),
         library_name="transformers" if is_hf else None, pipeline_tag=kind_task if is_hf else None,
-        base_model=model if isinstance(model, str) and _HUB_ID.match(model) and not os.path.exists(model) else None,
+        base_model=model if is_hub_id(model, namespace=True) and not os.path.exists(model) else None,
         eval_results=evals or None)
     section = continual_card_section(summary, regularizers=regularizers, llrd=llrd, freezing=freezing,
                                      layer_map=layer_map, learning_rate=learning_rate, weight_decay=weight_decay)
@@ -942,7 +902,8 @@ def push_folder(folder: str, *, repo_id: str, private: bool | None = None, token
     for prefix, path in extras.items():
         if not prefix or not os.path.isdir(path):
             raise FileNotFoundError(f"cannot push {path} as {prefix!r}: no such folder (or an empty path in the repo)")
-    why = "offline mode is enabled (HF_HUB_OFFLINE=1)" if _offline() else _preflight(connect_timeout)
+    why = ("offline mode is enabled (HF_HUB_OFFLINE=1)" if _hub_access.offline()
+           else _hub_access.unreachable_reason(connect_timeout))
     if why is not None:
         raise _unavailable(folder, repo_id, why)
     secrets = _known_tokens(None, [token])
@@ -956,7 +917,7 @@ def push_folder(folder: str, *, repo_id: str, private: bool | None = None, token
         ops += [CommitOperationAdd(path_in_repo=f"{prefix}/{p.relative_to(path).as_posix()}", path_or_fileobj=str(p))
                 for p in sorted(_files_to_upload(path))]
     with _network_errors(folder, repo_id):
-        api = HfApi(endpoint=_endpoint())
+        api = HfApi(endpoint=_hub_access.endpoint())
         url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
         return api.create_commit(url.repo_id, operations=ops, commit_message=commit_message, token=token,
                                  revision=revision)

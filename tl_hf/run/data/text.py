@@ -227,7 +227,7 @@ def _load_hub(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     """A dataset by Hub id: fails fast offline (HF_HUB_OFFLINE=1) or when the Hub cannot be reached."""
     import datasets
 
-    from tl_hf.run.models import _hub_reachable, _offline
+    from tl_hf._hub_access import hub_reachable as _hub_reachable, offline as _offline
 
     if _offline() or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if _offline() else "the Hub cannot be reached"
