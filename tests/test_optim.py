@@ -28,6 +28,11 @@ def test_head_lr_and_floor():
     assert lr["layer.2"] == pytest.approx(5e-4)  # 0.5**1, from base lr not head lr
     assert lr["layer.1"] == pytest.approx(2.5e-4)
     assert lr["layer.0"] == pytest.approx(2e-4)  # 0.125 floored to 0.2
+    # the one formula the groups (and the model card's table) use
+    from tl_hf.core.optim import lr_for_depth
+
+    for g in groups:
+        assert g["lr"] == lr_for_depth(g["depth"], 4, 1e-3, 0.5, head_lr=5e-3, min_lr_scale=0.2)
     assert lr["embeddings"] == pytest.approx(2e-4)
 
 

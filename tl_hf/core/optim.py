@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from tl_hf.core.layers import LayerMap, get_layer_map
 
-__all__ = ["LLRDConfig", "no_weight_decay_names", "param_groups_layer_decay", "group_lrs"]
+__all__ = ["LLRDConfig", "lr_for_depth", "no_weight_decay_names", "param_groups_layer_decay", "group_lrs"]
 
 # Parameters that get no weight decay: biases, norm weights, position embeddings, cls/distillation/mask tokens,
 # relative position bias tables and layer-scale vectors (every 1-D tensor is caught by the ndim rule too).
@@ -68,6 +68,19 @@ def _check_decay(decay) -> None:
         )
 
 
+def _lr_scale(depth: int, head_depth: int, decay: float, min_lr_scale: float) -> float:
+    return max(decay ** (head_depth - depth), min_lr_scale)
+
+
+def lr_for_depth(depth: int, head_depth: int, lr: float, decay: float, *, head_lr: float | None = None,
+                 min_lr_scale: float = 0.0) -> float:
+    """The initial learning rate of ``depth``: ``lr * max(decay ** (head_depth - depth), min_lr_scale)``, or
+    ``head_lr`` for the head (``depth == head_depth``) when given. The one LLRD formula (optimizer and model card)."""
+    if depth == head_depth and head_lr is not None:
+        return head_lr
+    return lr * _lr_scale(depth, head_depth, decay, min_lr_scale)
+
+
 def param_groups_layer_decay(
     model: nn.Module,
     lr: float,
@@ -106,8 +119,8 @@ def param_groups_layer_decay(
         decayed = name not in no_decay and weight_decay > 0
         key = (d, decayed)
         if key not in groups:
-            scale = max(decay ** (top - d), min_lr_scale)
-            group_lr = head_lr if (d == top and head_lr is not None) else lr * scale
+            scale = _lr_scale(d, top, decay, min_lr_scale)
+            group_lr = lr_for_depth(d, top, lr, decay, head_lr=head_lr, min_lr_scale=min_lr_scale)
             groups[key] = {
                 "params": [],
                 "param_names": [],

@@ -46,6 +46,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from tl_hf import _hub_access
 from tl_hf._hub_access import is_hub_id
+from tl_hf.core.optim import lr_for_depth
 
 logger = logging.getLogger(__name__)
 
@@ -269,8 +270,7 @@ def _llrd_lines(trainer) -> list[str]:
     if llrd.decay != 1.0 or llrd.head_lr is not None:
         lines += ["", "| depth | group | initial lr |", "|---|---|---|"]
         for d in range(top + 1):
-            scale = max(llrd.decay ** (top - d), llrd.min_lr_scale)
-            lr = llrd.head_lr if (d == top and llrd.head_lr is not None) else base_lr * scale
+            lr = lr_for_depth(d, top, base_lr, llrd.decay, head_lr=llrd.head_lr, min_lr_scale=llrd.min_lr_scale)
             lines.append(f"| {d} | {lmap.depth_name(d)} | {_fmt(float(lr))} |")
     return lines
 
