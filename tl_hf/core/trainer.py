@@ -18,7 +18,7 @@ from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
 from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, validate_checkpoint
-from tl_hf.regularizers import Regularizer, build_regularizer
+from tl_hf.regularizers import Regularizer, StepContext, build_regularizer
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +205,11 @@ class TransferTrainer(Trainer):
         if not model.training or not self.regularizers:
             return result
         loss, outputs = result if return_outputs else (result, None)
+        step = StepContext(self.state.global_step, self._micro_index, self.args.process_index, self.data_collator,
+                           self._prepare_inputs, self.accelerator.unwrap_model)
         for r in self.regularizers:
             if r.active:
-                extra = r.extra_loss(model, self, inputs)
+                extra = r.extra_loss(model, inputs, step)
                 if extra is not None:
                     loss = loss + extra
         return (loss, outputs) if return_outputs else loss

@@ -6,7 +6,8 @@ A regularizer is a plain object with a config dataclass. Its life in a run:
    its state fits the model (names, shapes) and raises a clear error otherwise.
 2. Per optimizer step, once (not once per micro-batch): ``add_penalty_grad(named_params)`` adds the gradient of its
    penalty straight into ``.grad`` with fused ``torch._foreach_*`` kernels (no autograd graph for the penalty), and
-   ``extra_loss(model, trainer, inputs)`` may add a loss term (replay).
+   ``extra_loss(model, inputs, step)`` may add a loss term (replay); ``step`` (:class:`StepContext`) is what it may use
+   of the Trainer.
 3. ``penalty_value()`` is only computed at logging steps, and logged as ``penalty/<name>`` apart from the task loss.
 4. ``end_task(model, dataset, ...)`` after a task: EWC estimates a Fisher and takes anchors; replay fills its memory.
 5. ``state_dict()`` -> ``(tensors, meta)``: tensors go to safetensors, meta to JSON, in every checkpoint and in
@@ -20,7 +21,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +30,7 @@ from tl_hf._errors import did_you_mean
 from tl_hf.core.state import atomic_write_json, read_json
 
 __all__ = ["Regularizer", "RegularizerConfig", "REGULARIZERS", "register_regularizer", "build_regularizer",
-           "check_non_negative", "card_value", "card_code", "card_tags_of", "CONTINUAL_TAG"]
+           "check_non_negative", "card_value", "card_code", "card_tags_of", "CONTINUAL_TAG", "StepContext"]
 
 #: the topic tag of methods that protect earlier tasks (the card lists it once, after the method tags)
 CONTINUAL_TAG = "continual-learning"
@@ -80,6 +81,18 @@ class RegularizerConfig:
                 raise ValueError(f"exempt pattern {rx!r} is not a valid regex: {exc}") from None
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What :meth:`Regularizer.extra_loss` gets of the Trainer's current micro-batch."""
+
+    global_step: int
+    micro_index: int  #: micro-batch within the gradient-accumulation window
+    process_index: int
+    collate: Callable[[list[dict]], dict]  #: examples -> a batch (the Trainer's data collator)
+    prepare: Callable[[dict], dict]  #: a batch -> on the model's device (the Trainer's input preparation)
+    unwrap: Callable[[torch.nn.Module], torch.nn.Module]  #: the model without its DDP / compile wrappers
+
+
 class Regularizer:
     """Base class: every hook is a no-op, so a method implements only what it needs."""
 
@@ -106,7 +119,7 @@ class Regularizer:
         """The current penalty (for logging); ``None`` if the method has no penalty."""
         return None
 
-    def extra_loss(self, model, trainer, inputs) -> torch.Tensor | None:
+    def extra_loss(self, model, inputs, step: StepContext) -> torch.Tensor | None:
         """An extra loss term for this micro-batch (already a mean; the Trainer divides it by GA)."""
         return None
 

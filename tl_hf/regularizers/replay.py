@@ -20,10 +20,36 @@ from typing import Any, Literal
 
 import torch
 
-from tl_hf.regularizers.base import (CONTINUAL_TAG, Regularizer, RegularizerConfig, card_code, check_non_negative,
-                                     register_regularizer)
+from tl_hf.regularizers.base import (CONTINUAL_TAG, Regularizer, RegularizerConfig, StepContext, card_code,
+                                     check_non_negative, register_regularizer)
 
-__all__ = ["Replay", "ReplayConfig", "ReplayMemory", "MixedDataset"]
+__all__ = ["Replay", "ReplayConfig", "ReplayMemory", "MixedDataset", "check_replay_budget", "check_replay_scenario",
+           "REPLAY_TASK_IL"]
+
+#: why replay is refused with one head per task (the runner's wording; the recipe passes its own)
+REPLAY_TASK_IL = (
+    "replay is not supported in the task_incremental scenario: the runner swaps one head per task into the model, so "
+    "replayed examples of earlier tasks would be trained through the current task's head with labels that belong to "
+    "their own head. Use replay with class_incremental or domain_incremental (one shared head)")
+
+
+def check_replay_scenario(scenario: str, message: str = REPLAY_TASK_IL, *, error: type[Exception] = ValueError) -> None:
+    """The one rule for replay and its sources in a ``task_incremental`` run (one head per task): refused, with
+    ``message`` (the caller's wording) as an ``error``. A replayed example would go through the current task's head
+    with a label that belongs to its own task's head."""
+    if scenario == "task_incremental":
+        raise error(message)
+
+
+def check_replay_budget(budget: int, available: int, source: str, lower: str | None = None, *, prefix: str = "",
+                        error: type[Exception] = ValueError) -> None:
+    """The one replay-budget rule: a memory of ``budget`` examples must be fillable from the ``available`` ones.
+
+    The message is ``{prefix}replay budget {budget} is larger than {source}; lower {lower}``; ``lower`` defaults to
+    ``the replay budget to at most {available}``."""
+    if budget > available:
+        lower = f"the replay budget to at most {available}" if lower is None else lower
+        raise error(f"{prefix}replay budget {budget} is larger than {source}; lower {lower}")
 
 
 @dataclass
@@ -81,9 +107,8 @@ class ReplayMemory:
     def add_dataset(self, dataset, source: str = "task") -> None:
         """Offer every example of ``dataset`` (in order) to the memory. Refuses, before adding anything, a budget
         that all examples seen so far could not fill."""
-        if self.budget > self.seen + len(dataset):
-            raise ValueError(f"replay budget {self.budget} is larger than the data it draws from "
-                             f"({self.seen + len(dataset)} examples so far); lower replay.budget")
+        n = self.seen + len(dataset)
+        check_replay_budget(self.budget, n, f"the data it draws from ({n} examples so far)", "replay.budget")
         for i in range(len(dataset)):
             self.add(dataset[i], (source, i))
 
@@ -242,18 +267,13 @@ class Replay(Regularizer):
             return dataset
         return MixedDataset(dataset, self.memory.examples, self.config.ratio, self.config.seed)
 
-    def extra_loss(self, model, trainer, inputs):
+    def extra_loss(self, model, inputs, step: StepContext):
         if self.config.mode != "term" or self.config.weight == 0:
             return None
-        st = trainer.state
-        rank = trainer.args.process_index
-        micro = getattr(trainer, "_micro_index", 0)
-        g = random.Random(hash((self.config.seed, st.global_step, micro, rank)) & 0xFFFFFFFF)
+        g = random.Random(hash((self.config.seed, step.global_step, step.micro_index, step.process_index)) & 0xFFFFFFFF)
         idx = [g.randrange(len(self.memory)) for _ in range(self.config.batch_size)]
-        batch = trainer.data_collator([dict(self.memory.examples[i]) for i in idx])
-        batch = trainer._prepare_inputs(batch)
-        unwrapped = trainer.accelerator.unwrap_model(model)
-        out = unwrapped(**batch)
+        batch = step.prepare(step.collate([dict(self.memory.examples[i]) for i in idx]))
+        out = step.unwrap(model)(**batch)
         loss = out["loss"] if isinstance(out, dict) or hasattr(out, "keys") else out[0]
         self.last_loss = float(loss.detach())
         return self.config.weight * loss
