@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         args.seeds, args.epochs, args.tasks = 1, 1, 2
     import transformers
 
-    from tl_hf.continual import load_mnist_idx
+    from tl_hf.run.data.mnist import load_mnist_idx
 
     transformers.logging.set_verbosity_error()
     images, labels = load_mnist_idx(args.data_root)

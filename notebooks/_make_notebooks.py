@@ -502,7 +502,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from IPython.display import Image, display
 
-from tl_hf.continual import MLP_LAYER_MAP, SmallMLP, load_mnist_idx, run_continual, split_mnist_tasks
+from tl_hf.continual import MLP_LAYER_MAP, SmallMLP, run_continual, split_mnist_tasks
+from tl_hf.run.data.mnist import load_mnist_idx
 
 S = dict(
     pairs=((0, 1), (2, 3), (4, 5)) if SMALL else ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9)),

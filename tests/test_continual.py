@@ -14,8 +14,9 @@ import pytest
 from conftest import real_data_root
 import torch
 
-from tl_hf.continual import (MLP_LAYER_MAP, SmallMLP, ContinualRunner, Task, TensorDictDataset, accuracy_matrix_metrics, load_mnist_idx,
+from tl_hf.continual import (MLP_LAYER_MAP, SmallMLP, ContinualRunner, Task, TensorDictDataset, accuracy_matrix_metrics,
                              plot_accuracy_matrix, run_continual, split_mnist_tasks)
+from tl_hf.run.data.mnist import load_mnist_idx
 from tl_hf.regularizers import L2SP, Regularizer, RegularizerConfig
 
 
@@ -334,10 +335,22 @@ def test_load_mnist_idx_matches_the_source_notes(mnist):
 
 def test_load_mnist_idx_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("TL_HF_DATA_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data here
     with pytest.raises(ValueError, match="TL_HF_DATA_ROOT"):
         load_mnist_idx()
     with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
         load_mnist_idx(tmp_path)
+
+
+def test_load_mnist_idx_falls_back_to_shared_data(tmp_path, monkeypatch, mnist):
+    """Without $TL_HF_DATA_ROOT the data root is ../shared/data, as for every other data set (a fresh clone)."""
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "mnist_t10k").symlink_to(_data_root() / "mnist_t10k")
+    (tmp_path / "repo").mkdir()
+    monkeypatch.delenv("TL_HF_DATA_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "repo")
+    images, labels = load_mnist_idx()
+    assert np.array_equal(images, mnist[0]) and np.array_equal(labels, mnist[1])
 
 
 def test_split_mnist_tasks(mnist):

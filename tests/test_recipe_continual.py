@@ -336,7 +336,7 @@ training: {{output_dir: {tmp_path / 'out'}, max_steps: 2, per_device_train_batch
 def test_mnist_replay_source_digits_fill_the_memory_before_task_1(tmp_path, data_root, capsys):
     from safetensors.torch import load_file
 
-    from tl_hf.continual import load_mnist_idx
+    from tl_hf.run.data.mnist import load_mnist_idx
 
     cfg = _mnist_source_config(tmp_path, data_root, "{digits: [8, 9], max_samples: 5}", 12)
     assert main(["run", str(cfg)]) == 2  # a budget larger than the source cannot be filled

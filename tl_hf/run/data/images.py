@@ -293,7 +293,7 @@ def _load_folders(cfg: ImageDataConfig, seed: int, train_tf, eval_tf) -> ImageCl
 
 
 def _load_mnist(cfg: ImageDataConfig, seed: int, train_tf, eval_tf) -> ImageClassificationData:
-    from tl_hf.continual.runner import MNIST_FILES, load_mnist_idx
+    from tl_hf.run.data.mnist import MNIST_FILES, load_mnist_idx
 
     root = resolve_data_root(cfg.root)
     if not all((root / "mnist_t10k" / f).is_file() for f in MNIST_FILES):

@@ -598,7 +598,8 @@ def _load_tokenizer(cfg: RunConfig):
 
 
 def _prepare_mnist(cfg: RunConfig, seed: int, budgets: list[int]) -> _Prepared:
-    from tl_hf.continual import load_mnist_idx, split_mnist_tasks
+    from tl_hf.continual import split_mnist_tasks
+    from tl_hf.run.data.mnist import load_mnist_idx
     from tl_hf.run.data.paths import resolve_data_root
 
     d: ContinualDataConfig = cfg.data
@@ -1050,7 +1051,7 @@ def _write_card(cfg: RunConfig, results: dict, prep: _Prepared, runner, model, l
     summary["architecture"] = type(model).__name__
     summary["num_parameters"] = n_params
     if runner.heads:
-        from tl_hf.continual.runner import _slug
+        from tl_hf.continual.tasks import task_slug as _slug
 
         summary["heads"] = [f"heads/{_slug(name)}.safetensors" for name in runner.heads]
     name = cfg.hub.repo_id.split("/")[-1] if cfg.hub.repo_id else os.path.basename(os.path.normpath(args.output_dir))
