@@ -111,8 +111,7 @@ def main(argv=None) -> int:
     import transformers
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
-    from tl_hf.run.config import DataConfig
-    from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+    from tl_hf.run.data.text import DataConfig, load_text_classification, tokenize_datasets
     from tl_hf.run.models import resolve_model_path
 
     transformers.logging.set_verbosity_error()

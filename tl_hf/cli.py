@@ -113,8 +113,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
     try:
         if args.command == "run":
             from tl_hf.run.config import load_config
-
-            from tl_hf.run.config import TASKS
+            from tl_hf.run.tasks import TASKS
 
             cfg = load_config(args.config, args.overrides)
             results = TASKS[cfg.task].runner(cfg)

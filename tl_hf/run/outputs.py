@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tl_hf.run.config import RunConfig
+from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tl_hf._errors import ConfigError, one_line
-from tl_hf.run.config import RunConfig
+from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Text-classification data: load a built-in dataset or csv/tsv/json/jsonl files, map
-columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
+"""Text-classification data: the ``data`` section (:class:`DataConfig`); load a built-in dataset or csv/tsv/json/jsonl
+files, map columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
 
 Built-in datasets live under the data root (``data.root``, else ``$TL_HF_DATA_ROOT``, else ``../shared/data``
 relative to the current directory):
@@ -21,11 +21,82 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tl_hf._errors import one_line
-from tl_hf.run.config import DataConfig
+from tl_hf._errors import ConfigError, did_you_mean, one_line
 from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
 
-__all__ = ["TextClassificationData", "load_text_classification", "tokenize_datasets"]
+__all__ = ["BUILTIN_DATASETS", "DataConfig", "FILE_FORMATS", "TextClassificationData", "check_text_limits",
+           "load_text_classification", "tokenize_datasets"]
+
+BUILTIN_DATASETS = ("sst2", "trec", "emotion")
+FILE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+
+
+def check_text_limits(data) -> None:
+    """Shared checks of a text data section: sample limits >= 1 (or null) and max_length >= 2."""
+    for name in ("max_train_samples", "max_eval_samples"):
+        v = getattr(data, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"data.{name} must be >= 1 (or null for all rows), got {v}")
+    if data.max_length < 2:
+        raise ConfigError(f"data.max_length must be >= 2, got {data.max_length}")
+
+
+@dataclass
+class DataConfig:
+    """Where the text-classification data comes from and how it is prepared."""
+
+    dataset: str | None = field(default=None, metadata={
+        "help": f"A built-in dataset under the data root: {', '.join(BUILTIN_DATASETS)}. Leave empty and set "
+                "train_file/eval_file for your own csv/tsv/json/jsonl files."})
+    root: str | None = field(default=None, metadata={
+        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    train_split: str = field(default="train", metadata={"help": "Built-in dataset: split to train on."})
+    eval_split: str | None = field(default=None, metadata={"help": "Built-in dataset: split to evaluate on "
+                                                                   "(default: sst2 dev, trec test, emotion val; sst2: dev "
+                                                             "or test)."})
+    train_file: str | None = field(default=None, metadata={
+        "help": "Training file (csv, tsv, json, jsonl); a relative path is looked up under the data root first, "
+                "then the current directory."})
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation file, same rules as train_file."})
+    file_format: str | None = field(default=None, metadata={
+        "help": f"One of {', '.join(FILE_FORMATS)}. Default: from the file extension."})
+    text_column: str = field(default="text", metadata={"help": "Files: column holding the text."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Files: optional second text column "
+                                                                         "(sentence-pair tasks)."})
+    label_column: str = field(default="label", metadata={"help": "Files: column holding the label (ints, or "
+                                                                 "strings mapped to ids in sorted order)."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Train on a seeded random subset of this many rows (default: all)."})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "Evaluate on a seeded random subset of this many rows (default: all)."})
+    max_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this many tokens "
+                                                           "(batches are padded dynamically)."})
+    hub_id: str | None = field(default=None, metadata={
+        "help": "A dataset on the Hugging Face Hub (e.g. 'stanfordnlp/sst2'); needs the network or the HF cache. "
+                "Column mapping as for files; splits from train_split / eval_split (default 'validation')."})
+    label_names: list[str] | None = field(default=None, metadata={
+        "help": "The label set, in id order. Labels outside it are an error. Default: from the training labels."})
+    eval_fraction: float | None = field(default=None, metadata={
+        "help": "Without eval data: hold out this seeded fraction of the training rows for evaluation."})
+    seed: int | None = field(default=None, metadata={"help": "Seed of the subsetting. Default: training.seed."})
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None and self.dataset not in BUILTIN_DATASETS:
+            raise ConfigError(f"data.dataset: unknown dataset {self.dataset!r}"
+                              + did_you_mean(self.dataset, BUILTIN_DATASETS)
+                              + f" Built-in: {', '.join(BUILTIN_DATASETS)}; or set data.train_file/data.eval_file")
+        if self.eval_fraction is not None and not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.hub_id is not None and (self.dataset or self.train_file or self.eval_file):
+            raise ConfigError("data: set one of data.dataset, data.hub_id or data.train_file/eval_file")
+        if self.dataset is None and self.train_file is None and self.eval_file is None and self.hub_id is None:
+            raise ConfigError("data: set data.dataset (built-in: " + ", ".join(BUILTIN_DATASETS)
+                              + ") or data.train_file / data.eval_file")
+        if self.dataset is not None and (self.train_file or self.eval_file):
+            raise ConfigError("data: set either data.dataset or data.train_file/data.eval_file, not both")
+        if self.file_format is not None and self.file_format not in FILE_FORMATS:
+            raise ConfigError(f"data.file_format must be one of {', '.join(FILE_FORMATS)}, got {self.file_format!r}")
+        check_text_limits(self)
 
 
 @dataclass

@@ -105,9 +105,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tl_hf._errors import did_you_mean
-from tl_hf.run.config import (BUILTIN_DATASETS, FILE_FORMATS, ConfigError, DataConfig, RunConfig, check_text_limits,
-                     register_task)
+from tl_hf._errors import ConfigError, did_you_mean
+from tl_hf.run.data.text import BUILTIN_DATASETS, FILE_FORMATS, DataConfig, check_text_limits
+from tl_hf.run.sections import RunConfig
+from tl_hf.run.tasks.registry import register_task
 
 __all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "ImageSource", "KINDS", "MLP_LAYER_MAP",
            "STATE_DIR", "TextSource", "resume_fingerprint",
@@ -118,7 +119,7 @@ SCENARIOS = ("task_incremental", "class_incremental", "domain_incremental")  # =
 DEFAULT_TEXT_TASKS = ["trec", "emotion", "sst2"]
 DEFAULT_PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
-#: keys of a ``data.tasks`` mapping; everything but ``name`` goes to :class:`~tl_hf.run.config.DataConfig`
+#: keys of a ``data.tasks`` mapping; everything but ``name`` goes to :class:`~tl_hf.run.data.text.DataConfig`
 TASK_KEYS = ("name", "dataset", "train_split", "eval_split", "train_file", "eval_file", "file_format", "text_column",
              "text_pair_column", "label_column", "max_train_samples", "max_eval_samples")
 #: keys of a ``data.replay_source`` mapping (kind: text)
@@ -147,7 +148,7 @@ def _builtin_labels(name: str) -> list[str]:
 @dataclass
 class TextSource:
     """One text dataset of the sequence (or the replay source), resolved from ``data.tasks`` / ``data.replay_source``:
-    ``data`` is the :class:`~tl_hf.run.config.DataConfig` handed to :func:`~tl_hf.run.data.text.load_text_classification`."""
+    ``data`` is the :class:`~tl_hf.run.data.text.DataConfig` handed to :func:`~tl_hf.run.data.text.load_text_classification`."""
 
     name: str
     data: DataConfig

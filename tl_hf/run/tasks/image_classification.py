@@ -17,10 +17,11 @@ import numpy as np
 
 from tl_hf._errors import ConfigError, one_line
 from tl_hf._hub_access import offline as _offline
-from tl_hf.run.config import RunConfig, register_task
 from tl_hf.run.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, per_channel
 from tl_hf.run.data.images import ImageCollator, ImageDataConfig, load_image_classification
 from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, resolve_model_path
+from tl_hf.run.sections import RunConfig
+from tl_hf.run.tasks.registry import register_task
 from tl_hf.run.template import Built, ClassificationTask, check_num_labels, run_classification
 
 __all__ = ["image_stats", "run_image_classification", "save_scratch_vit"]

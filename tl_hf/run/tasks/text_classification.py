@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tl_hf.run.config import DataConfig, RunConfig, register_task
+from tl_hf.run.data.text import DataConfig
 from tl_hf.run.models import _from_pretrained, resolve_model_path
+from tl_hf.run.sections import RunConfig
+from tl_hf.run.tasks.registry import register_task
 from tl_hf.run.template import Built, ClassificationTask, check_num_labels, run_classification
 
 __all__ = ["TEXT_CLASSIFICATION", "run_text_classification"]

