@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import transformers as T
 from torch import nn
 
-from tl_hf.regularizers.fisher import _logits, _sample_labels, estimate_fisher
+from tl_hf.regularizers.fisher import estimate_fisher
+from tl_hf.regularizers.fisher.common import logits_of as _logits, sample_labels as _sample_labels
 
 T.logging.set_verbosity_error()
 LOGGER = "tl_hf.regularizers.fisher"

@@ -1,0 +1,310 @@
+"""Per-example Fisher from one batched backward with module hooks (``nn.Linear``, ``nn.Embedding``,
+``nn.LayerNorm``; BackPACK-style sums of squared per-example gradients); see the package docstring for when it applies."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tl_hf.regularizers.fisher.common import logits_of, sample_labels
+
+__all__ = ["HookFisher", "Unsupported"]
+
+# per-example weight gradients formed at a time (64 MiB in fp32): few large ops rather than many small ones (on a
+# busy CPU every parallel op can wait a time slice for its threads), in reused memory (no page faults)
+_CHUNK_ELEMS = 1 << 24
+
+
+class _Workspace:
+    """Scratch memory reused across layers and batches: large fresh CPU allocations cost page faults (as much as the
+    arithmetic here)."""
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, key, n, dtype, device):
+        buf = self.bufs.get(key)
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = self.bufs[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n]
+
+
+def _add_linear_sq(fw, g, a, ws):
+    """``fw += Σ_b (g_bᵀ a_b)²`` for ``g`` [b, T, out] and ``a`` [b, T, in]: the per-example gradients of up to
+    ``_CHUNK_ELEMS`` elements at a time, formed in reused scratch memory, squared in place and summed."""
+    b, out, inp = g.shape[0], g.shape[-1], a.shape[-1]
+    gt = g.transpose(1, 2)
+    acc = fw if fw.dtype == g.dtype else torch.zeros(out, inp, dtype=g.dtype, device=g.device)
+    step = max(1, min(b, _CHUNK_ELEMS // max(1, out * inp)))
+    step = -(-b // -(-b // step))  # balanced chunks
+    buf = ws.get("pg", step * out * inp, g.dtype, g.device).view(step, out, inp)
+    tmp = ws.get("sum", out * inp, g.dtype, g.device).view(out, inp) if step > 1 else None
+    for s in range(0, b, step):
+        n = min(step, b - s)
+        pg = buf[:n]
+        torch.bmm(gt[s:s + n], a[s:s + n], out=pg)
+        if n == 1:
+            acc.addcmul_(pg[0], pg[0])
+        else:
+            torch.sum(pg.square_(), 0, out=tmp)
+            acc.add_(tmp)
+    if acc is not fw:
+        fw.add_(acc)
+
+
+class Unsupported(Exception):
+    """The hook-based per-example Fisher does not apply (the caller falls back to torch.func)."""
+
+
+class _Record:
+    """What a hooked module saw in this forward."""
+
+    __slots__ = ("calls", "edge", "out", "out_version", "problem", "x", "x_version")
+
+    def __init__(self):
+        self.calls = 0
+        self.x = self.out = self.edge = self.problem = None
+        self.x_version = self.out_version = 0
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+class HookFisher:
+    """Adds the sum over examples of squared per-example gradients to ``fisher`` (name -> float32 tensor) for the
+    parameters of supported modules, from one forward and one backward (one per class for ``exact``) per batch.
+
+    Every check that could reject a batch runs before anything is added, so a rejected batch can be redone by the
+    torch.func path. Hooks are removed by :meth:`close`."""
+
+    SUPPORTED = (torch.nn.Linear, torch.nn.Embedding, torch.nn.LayerNorm)
+
+    def __init__(self, model, named, fisher):
+        self.model = model
+        self.fisher = fisher
+        owners: dict[int, list] = {}
+        for mod in model.modules():
+            for pname, p in mod._parameters.items():
+                if p is not None:
+                    owners.setdefault(id(p), []).append((mod, pname))
+        self.plan: dict[torch.nn.Module, dict[str, str]] = {}  # module -> {"weight"/"bias": fisher name}
+        self.param_of: dict[int, tuple] = {}  # id(param) -> (module, fisher name)
+        for n in fisher:
+            p = named[n]
+            own = owners.get(id(p), [])
+            if len(own) != 1:
+                raise Unsupported(f"parameter {n} is registered in {len(own)} modules (tied or not in a module)")
+            mod, pname = own[0]
+            if type(mod) not in self.SUPPORTED:
+                raise Unsupported(f"parameter {n} belongs to an unsupported {type(mod).__name__}")
+            if "forward" in vars(mod):
+                raise Unsupported(f"parameter {n} belongs to a module with a replaced forward")
+            if isinstance(mod, torch.nn.Embedding) and (mod.max_norm is not None or mod.scale_grad_by_freq):
+                raise Unsupported(f"embedding {n} uses max_norm/scale_grad_by_freq")
+            if pname not in ("weight", "bias"):
+                raise Unsupported(f"parameter {n} is not a weight or bias")
+            self.plan.setdefault(mod, {})[pname] = n
+            self.param_of[id(p)] = (mod, n)
+        self.rec: dict[torch.nn.Module, _Record] = {}
+        self.bsz = 0
+        self.active = False
+        self.expanded = self.ambiguous = False
+        self.probed = False
+        self.ws = _Workspace()
+        self.handles = [m.register_forward_hook(self._hook, prepend=True, with_kwargs=True) for m in self.plan]
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        self.rec = {}
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+    def _hook(self, module, args, kwargs, output):
+        if not self.active:
+            return None
+        r = self.rec.get(module)
+        if r is not None:
+            r.calls += 1
+            return None
+        r = self.rec[module] = _Record()
+        r.calls = 1
+        x = args[0] if args else kwargs.get("input")
+        b = self.bsz
+        if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+            r.problem = f"{type(module).__name__} called without a tensor input/output"
+            return None
+        new_out = None
+        if isinstance(module, torch.nn.Embedding):
+            ok = x.ndim >= 1 and x.shape[0] == b
+            if not ok and b > 1 and x.ndim >= 2 and x.shape[0] == 1:
+                # ids shared by the whole batch (position ids [1, T]): broadcast, so that the gradient arriving here
+                # is per example (the probe checks that this changes nothing downstream)
+                x = x.expand(b, *x.shape[1:])
+                output = new_out = output.expand(b, *output.shape[1:])
+                self.expanded = ok = True
+        else:
+            min_nd = 2 if isinstance(module, torch.nn.Linear) else len(module.normalized_shape) + 1
+            ok = x.ndim >= min_nd and x.shape[0] == b
+        if not ok:
+            r.problem = f"{type(module).__name__} input of shape {tuple(x.shape)} is not batch-first for batch {b}"
+            return None
+        if b > 1 and (x.ndim == 1 or b in x.shape[1:]):
+            self.ambiguous = True  # the batch size also appears elsewhere in the shape: the probe settles it
+        r.x, r.x_version = x, x._version
+        r.out, r.out_version = output, output._version
+        if output.requires_grad:
+            r.edge = torch.autograd.graph.get_gradient_edge(output)
+        return new_out
+
+    def _forward(self, inputs, bsz, amp):
+        self.rec, self.bsz, self.active = {}, bsz, True
+        try:
+            with amp:
+                return logits_of(self.model(**inputs)).float().log_softmax(-1)
+        finally:
+            self.active = False
+
+    # -- checks -----------------------------------------------------------------------------------------------------
+    def _check_records(self):
+        for mod, r in self.rec.items():
+            if r.calls > 1:
+                raise Unsupported(f"{type(mod).__name__} ({self.plan[mod]}) runs {r.calls} times per forward")
+            if r.problem:
+                raise Unsupported(r.problem)
+
+    def _check_graph(self, root):
+        """Each requested parameter is used in the graph at most once, by its own module's output."""
+        visited = set()
+        in_edges: dict = {}
+        parents: dict = {}
+        stack = [root]
+        visited.add(root)
+        while stack:
+            node = stack.pop()
+            for nxt, _ in node.next_functions:
+                if nxt is None:
+                    continue
+                in_edges[nxt] = in_edges.get(nxt, 0) + 1
+                parents.setdefault(nxt, []).append(node)
+                if nxt not in visited:
+                    visited.add(nxt)
+                    stack.append(nxt)
+        uses: dict[int, int] = {}
+        for node in visited:
+            var = getattr(node, "variable", None)
+            if var is None or id(var) not in self.param_of:
+                continue
+            k = 0
+            for par in parents.get(node, []):
+                # autocast casts a weight once per region and reuses the cast: count the cast's users
+                if par.name() == "ToCopyBackward0" and len(par.next_functions) == 1:
+                    k += in_edges.get(par, 0)
+                else:
+                    k += 1
+            uses[id(var)] = k
+        for pid, (mod, n) in self.param_of.items():
+            k = uses.get(pid, 0)
+            r = self.rec.get(mod)
+            reached = r is not None and r.edge is not None and r.edge.node in visited
+            if k > 1 or (k == 1) != reached:
+                raise Unsupported(f"parameter {n} is used {k} time(s) in the graph, its module's output "
+                                   f"{'is' if reached else 'is not'} (shared or used outside its module)")
+
+    def _check_versions(self):
+        for mod, r in self.rec.items():
+            if r.x is not None and (r.x._version != r.x_version or r.out._version != r.out_version):
+                raise Unsupported(f"the input or output of {type(mod).__name__} {self.plan[mod]} is modified "
+                                   f"in place")
+            r.out = None
+
+    def _probe(self, inputs, logp, amp):
+        """Once per call, where this batch could hide a mistake: the first two examples on their own, without the
+        hooks, must give the same outputs as in the batch with the hooks (broadcasting shared ids to the batch
+        changes nothing downstream); and where the batch size also appears elsewhere in an input's shape, the same
+        two examples with the hooks must show the batch in dim 0 (2 is unlikely to appear elsewhere)."""
+        sub = {k: v[:2] for k, v in inputs.items()}
+        main = self.rec
+        try:
+            with torch.no_grad():
+                if self.ambiguous:
+                    self._forward(sub, 2, amp)
+                    self._check_records()
+                with amp:
+                    ref = logits_of(self.model(**sub)).float().log_softmax(-1)
+        finally:
+            self.rec = main
+        got = logp.detach()[:2]
+        # the same examples in batches of different sizes: equal up to rounding (coarse under autocast)
+        tol = (5e-2 if isinstance(amp, torch.autocast) else 1e-3) * (1.0 + ref.abs().max().item())
+        if got.shape != ref.shape or not (got - ref).abs().max().item() <= tol:
+            raise Unsupported("the hooks (broadcasting shared embedding ids to the batch) change the model's output")
+
+    # -- one batch ----------------------------------------------------------------------------------------------------
+    def accumulate(self, inputs, labels, u, estimator, amp):
+        bsz = labels.shape[0]
+        self.expanded = self.ambiguous = False
+        logp = self._forward(inputs, bsz, amp)
+        main = self.rec
+        self._check_records()
+        self._check_versions()
+        if logp.grad_fn is not None:
+            self._check_graph(logp.grad_fn)
+        if (self.expanded or self.ambiguous) and not self.probed:
+            self._probe(inputs, logp, amp)
+            self.probed = True
+        recs = [(m, r) for m, r in main.items() if r.edge is not None]
+        if logp.grad_fn is None or not recs:
+            return
+        if estimator == "exact":
+            p = logp.detach().exp()
+            losses = [(p[:, c].sqrt() * logp[:, c]).sum() for c in range(logp.shape[-1])]
+        else:
+            y = labels if estimator == "empirical" else sample_labels(logp, u)
+            losses = [F.nll_loss(logp, y, reduction="sum")]  # example b's own loss has example b's gradient
+        edges = [r.edge for _, r in recs]
+        for i, loss in enumerate(losses):
+            grads = torch.autograd.grad(loss, edges, retain_graph=i < len(losses) - 1, allow_unused=True)
+            with torch.autocast(device_type=logp.device.type, enabled=False), torch.no_grad():
+                for (mod, r), g in zip(recs, grads):
+                    if g is not None:
+                        self._add(mod, r.x, g)
+            del grads
+        self.rec = {}
+
+    def _add(self, mod, x, g):
+        names = self.plan[mod]
+        fw = self.fisher[names["weight"]] if "weight" in names else None
+        fb = self.fisher[names["bias"]] if "bias" in names else None
+        b = g.shape[0]
+        if isinstance(mod, torch.nn.Linear):
+            g = g.reshape(b, -1, g.shape[-1]).to(_compute_dtype(g))
+            if fb is not None:
+                fb.add_(g.sum(1).square_().sum(0))
+            if fw is not None:
+                a = x.reshape(b, -1, x.shape[-1]).to(g.dtype)
+                if a.shape[1] == 1:  # one position per example: Σ_b (g_b a_bᵀ)² = (g²)ᵀ a²
+                    fw.add_(g[:, 0].square().T @ a[:, 0].square())
+                else:
+                    _add_linear_sq(fw, g, a, self.ws)
+        elif isinstance(mod, torch.nn.Embedding):
+            d = g.shape[-1]
+            ids = x.reshape(b, -1)
+            g = g.reshape(b, -1, d).to(_compute_dtype(g))
+            keys = ids + torch.arange(b, device=ids.device)[:, None] * mod.num_embeddings  # (example, id)
+            keys, g = keys.reshape(-1), g.reshape(-1, d)
+            if mod.padding_idx is not None:
+                keep = ids.reshape(-1) != mod.padding_idx
+                keys, g = keys[keep], g[keep]
+            uniq, inv = torch.unique(keys, return_inverse=True)
+            sums = torch.zeros(uniq.shape[0], d, dtype=g.dtype, device=g.device).index_add_(0, inv, g)
+            fw.index_add_(0, uniq % mod.num_embeddings, sums.square_().to(fw.dtype))
+        else:  # LayerNorm
+            ns = tuple(mod.normalized_shape)
+            g = g.reshape(b, -1, *ns).to(_compute_dtype(g))
+            if fb is not None:
+                fb.add_(g.sum(1).square_().sum(0))
+            if fw is not None:
+                xhat = F.layer_norm(x.reshape(b, -1, *ns).to(g.dtype), ns, None, None, mod.eps)
+                fw.add_(xhat.mul_(g).sum(1).square_().sum(0))
