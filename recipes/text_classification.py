@@ -2,8 +2,9 @@
 
     python recipes/text_classification.py recipes/configs/sst2_minilm_llrd.yaml [key=value ...]
 
-Flow (tl_hf.cli.run_text_classification): config -> data (load, map columns, subset, tokenize) -> model ->
-TransferTrainer (LLRD groups, freezing) -> train -> evaluate (offline metrics) -> all_results.json.
+Flow (tl_hf.run.tasks.text_classification.run_text_classification through tl_hf.run.template.run_classification):
+config -> data (tl_hf.run.data.text: load, map columns, subset, tokenize) -> model -> TransferTrainer (LLRD groups,
+freezing) -> train -> evaluate (offline metrics) -> all_results.json.
 """
 
 import sys

@@ -107,7 +107,8 @@ def build_parser(prog: str = "tl-hf") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "tl-hf", *, task: str | None = None) -> int:
+    """``tl-hf`` (``task``: ``run`` refuses configs of any other task, for a recipe script)."""
     parser = build_parser(prog)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf") -> int:
             from tl_hf.run.config import load_config
             from tl_hf.run.tasks import TASKS
 
-            cfg = load_config(args.config, args.overrides)
+            cfg = load_config(args.config, args.overrides, task=task)
             results = TASKS[cfg.task].runner(cfg)
             if int(os.environ.get("RANK", "0")) != 0:
                 return 0  # under accelerate launch / torchrun only the main process reports
