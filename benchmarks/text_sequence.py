@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     import transformers
 
     from tl_hf.run.config import load_config
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     transformers.logging.set_verbosity_error()
     runs = RUNS[:1] if args.small else RUNS

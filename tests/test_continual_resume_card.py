@@ -66,16 +66,44 @@ training: {{output_dir: {out}, {steps}, per_device_train_batch_size: 16, learnin
     return path
 
 
+class ContinualInterrupted(RuntimeError):
+    """A run stopped on purpose by the hooks below, after its state was saved; rerunning resumes it."""
+
+
+def _interrupt_hooks(interrupt: dict) -> dict:
+    """``run_continual_recipe`` hooks that stop a run as a crash would: ``{"after_task": k}`` once task ``k`` (not the
+    last) is finished and saved; ``{"task": k, "step": s}`` inside task ``k`` right after its checkpoint at step
+    ``s`` (needs ``training.save_strategy=steps``)."""
+    from transformers import TrainerCallback
+
+    class _InterruptAt(TrainerCallback):
+        def __init__(self, task: int, step: int) -> None:
+            self.task, self.step = task, step
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= self.step:
+                raise ContinualInterrupted(f"stopped in task {self.task} after its checkpoint at step "
+                                           f"{state.global_step}; run again with the same output folder to resume")
+
+    def task_callbacks(k: int) -> list:
+        return [_InterruptAt(k, int(interrupt["step"]))] if interrupt.get("task") == k else []
+
+    def on_task_end(k: int) -> None:
+        if interrupt.get("after_task") == k:
+            raise ContinualInterrupted(f"stopped after task {k}; run again with the same output folder to resume")
+
+    return {"task_callbacks": task_callbacks, "on_task_end": on_task_end}
+
+
 def _run(cfg_path: Path, *overrides, interrupt=None, log=None):
-    from tl_hf.continual import ContinualInterrupted
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     cfg = load_config(cfg_path, list(overrides))
     lines = [] if log is None else log
     if interrupt is None:
         return run_continual_recipe(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))
     with pytest.raises(ContinualInterrupted):
-        run_continual_recipe(cfg, log=lambda *a: lines.append(" ".join(map(str, a))), _interrupt=interrupt)
+        run_continual_recipe(cfg, log=lambda *a: lines.append(" ".join(map(str, a))), **_interrupt_hooks(interrupt))
     return None
 
 

@@ -93,7 +93,7 @@ def test_domain_incremental_needs_one_label_set_naming_tasks_and_labels():
 
 
 def test_domain_incremental_file_tasks_are_checked_after_reading(tmp_path, tiny_model_dir):  # noqa: F811
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     a = [("good", "pos"), ("bad", "neg")] * 3
     b = [("fine", "pos"), ("meh", "neutral")] * 3
@@ -110,7 +110,7 @@ def test_domain_incremental_file_tasks_are_checked_after_reading(tmp_path, tiny_
 
 
 def test_replay_source_misuse(tmp_path):
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     with pytest.raises(ConfigError, match=r"replay_source .*task_incremental"):
         _cfg("data.replay_source=sst2")
@@ -139,7 +139,7 @@ def test_replay_with_per_task_heads_is_refused_before_reading_data(tmp_path):
     cfg_file.write_text(f"task: continual\ndata: {{root: {tmp_path / 'nowhere'}}}\n"
                         "regularizers: [{name: replay, budget: 10}]\n"
                         f"training: {{output_dir: {tmp_path / 'out'}}}\n")
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     with pytest.raises(ConfigError, match="replay is not supported with data.scenario task_incremental"):
         run_continual_recipe(load_config(cfg_file), log=lambda *_: None)
@@ -263,7 +263,7 @@ training: {{output_dir: {out}, max_steps: 2, per_device_train_batch_size: 8, lea
 def test_mnist_with_a_local_image_classifier(tmp_path, data_root):
     import transformers as T
 
-    from tl_hf.run.tasks.continual import run_continual_recipe
+    from tl_hf.run.tasks.continual.run import run_continual_recipe
 
     vit = tmp_path / "vit"
     torch.manual_seed(0)
@@ -374,7 +374,7 @@ def test_mnist_replay_source_digits_fill_the_memory_before_task_1(tmp_path, data
 def test_mnist_replay_source_imagefolder_converted_to_grey_28(tmp_path, data_root, capsys):
     from PIL import Image
 
-    from tl_hf.run.tasks.continual import _grey28
+    from tl_hf.run.tasks.continual.mnist import grey28 as _grey28
 
     folder = tmp_path / "pics"
     (folder / "bright").mkdir(parents=True)
