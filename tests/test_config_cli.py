@@ -166,6 +166,12 @@ def test_builtin_tasks_are_registered_and_a_duplicate_name_is_refused():
     assert TASKS["text_classification"] is before
 
 
+def test_omitted_llrd_section_is_the_dataclass_default():
+    from tl_hf.core.optim import LLRDConfig
+
+    assert load_config(None, []).llrd == LLRDConfig() and LLRDConfig().decay == 1.0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------------

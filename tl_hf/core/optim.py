@@ -42,8 +42,8 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 class LLRDConfig:
     """Layer-wise learning-rate decay settings (the base learning rate is ``TrainingArguments.learning_rate``)."""
 
-    decay: float = field(default=0.9, metadata={"help": "xi in (0, 1]: lr(depth) = base_lr * xi**(L+1-depth). "
-                                                        "1.0 means one learning rate for all depths."})
+    decay: float = field(default=1.0, metadata={"help": "xi in (0, 1]: lr(depth) = base_lr * xi**(L+1-depth). "
+                                                        "1.0 (the default) means one learning rate for all depths."})
     head_lr: float | None = field(default=None, metadata={"help": "Learning rate of the head (depth L+1). "
                                                                   "Default: the base learning rate."})
     min_lr_scale: float = field(default=0.0, metadata={"help": "Floor on the scale xi**(L+1-depth), in [0, 1]."})

@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 
 from tl_hf._errors import ConfigError, closest, one_line
-from tl_hf.core.optim import LLRDConfig
 from tl_hf.regularizers import REGULARIZERS, build_regularizer
 from tl_hf.run.coerce import OverrideStr, build_dataclass, coerce, type_name, unknown_message
 from tl_hf.run.data.text import DataConfig
@@ -161,8 +160,6 @@ def _build_run_config(raw: dict) -> RunConfig:
     if "data" not in raw:
         kwargs["data"] = DataConfig(dataset="sst2") if data_cls is DataConfig else data_cls()
     kwargs["regularizers"] = _build_regularizers(raw.get("regularizers") or [])
-    if "llrd" not in raw:
-        kwargs["llrd"] = LLRDConfig(decay=1.0)
     kwargs["training"] = _build_training(raw.get("training") or {})
     return RunConfig(**kwargs)
 

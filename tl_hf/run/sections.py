@@ -140,7 +140,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="sst2"), metadata={"help": "The data."})
     training: dict = field(default_factory=lambda: dict(TRAINING_DEFAULTS), metadata={
         "help": "Keyword arguments of transformers.TrainingArguments (output_dir, learning_rate, ...)."})
-    llrd: LLRDConfig = field(default_factory=lambda: LLRDConfig(decay=1.0), metadata={
+    llrd: LLRDConfig = field(default_factory=LLRDConfig, metadata={
         "help": "Layer-wise learning-rate decay (tl_hf.LLRDConfig); decay 1.0 means off."})
     freezing: FreezingConfig = field(default_factory=FreezingConfig, metadata={
         "help": "Freezing policy (tl_hf.FreezingConfig)."})
