@@ -172,6 +172,14 @@ def test_omitted_llrd_section_is_the_dataclass_default():
     assert load_config(None, []).llrd == LLRDConfig() and LLRDConfig().decay == 1.0
 
 
+def test_describe_lists_every_section():
+    from tl_hf.run.config import describe
+
+    text = describe()
+    assert text.startswith("task: What to run") and "\nllrd:\n  decay (float): " in text
+    assert "regularizers: Forgetting regularizers" in text and describe("hub").startswith("hub:\n  push (bool)")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def parse_scalar(text: str) -> Any:
         return str(text)
 
 
-def unknown_message(key: str, valid, what: str, *, section: str | None = None, where: str = "", extra: str = "") -> str:
+def unknown_message(key: str, valid, what: str, *, section: str | None = None, where: str = "",
+                    extra: str = "") -> str:
     """``unknown config key 'data.x'; did you mean data.y? Valid keys of data: ...`` (long lists are not spelled out)."""
     valid = list(valid)
     name = f"{section}.{key}" if section else key

@@ -222,6 +222,10 @@ def describe(section: str | None = None) -> str:
         if s == "training":
             lines.append("training: any keyword argument of transformers.TrainingArguments")
             continue
+        if s in NON_MAPPING_SECTIONS:  # task, regularizers: not a mapping of keys; their RunConfig help
+            helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(RunConfig)}
+            lines.append(f"{s}: {helps[s]}")
+            continue
         lines.append(f"{s}:")
         hints = typing.get_type_hints(SECTION_TYPES[s])
         for f in dataclasses.fields(SECTION_TYPES[s]):

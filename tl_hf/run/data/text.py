@@ -51,9 +51,9 @@ class DataConfig:
     root: str | None = field(default=None, metadata={
         "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
     train_split: str = field(default="train", metadata={"help": "Built-in dataset: split to train on."})
-    eval_split: str | None = field(default=None, metadata={"help": "Built-in dataset: split to evaluate on "
-                                                                   "(default: sst2 dev, trec test, emotion val; sst2: dev "
-                                                             "or test)."})
+    eval_split: str | None = field(default=None, metadata={
+        "help": "Built-in dataset: split to evaluate on (default: sst2 dev, trec test, emotion val; sst2: dev or "
+                "test)."})
     train_file: str | None = field(default=None, metadata={
         "help": "Training file (csv, tsv, json, jsonl); a relative path is looked up under the data root first, "
                 "then the current directory."})
