@@ -48,17 +48,22 @@ def continual_card_section(summary: Mapping[str, Any], *, regularizers: Sequence
     ``num_parameters``, ``replay_source``, ``replay_memory``, ``heads`` (the per-task head files). ``regularizers``
     (:class:`~tl_hf.regularizers.Regularizer` objects: each gives its card line), ``llrd``, ``freezing``,
     ``layer_map``, ``learning_rate`` and ``weight_decay`` describe the strategy. Pure (no I/O)."""
-    from types import SimpleNamespace
-
     names = [str(n) for n in summary.get("task_names", [])]
-    n = len(names)
-    R = summary.get("R") or []
-    scenario = str(summary.get("scenario"))
     lines = [CONTINUAL_SECTION_START, "## Continual learning", "",
-             f"Trained with `tl_hf` (`task: continual`): one model learned {n} task(s) in order with "
+             f"Trained with `tl_hf` (`task: continual`): one model learned {len(names)} task(s) in order with "
              "`tl_hf.TransferTrainer`, and after each task every task seen so far was evaluated.", ""]
+    lines += _task_lines(summary, names)
+    lines += _strategy_lines(summary, regularizers, llrd, freezing, layer_map, learning_rate, weight_decay)
+    lines += _accuracy_lines(summary, names)
+    lines += ["", CONTINUAL_SECTION_END]
+    return "\n".join(lines) + "\n"
+
+
+def _task_lines(summary: Mapping[str, Any], names: list[str]) -> list[str]:
+    """Base model, architecture, scenario, the task table and the replay source."""
+    scenario = str(summary.get("scenario"))
     model = summary.get("model")
-    lines.append(f"- base model: {card_code(model) if model else 'not recorded'}")
+    lines = [f"- base model: {card_code(model) if model else 'not recorded'}"]
     arch = summary.get("architecture")
     if arch:
         extra = f", {summary['num_parameters']:,} parameters" if summary.get("num_parameters") else ""
@@ -77,7 +82,14 @@ def continual_card_section(summary: Mapping[str, Any], *, regularizers: Sequence
         lines += ["", f"Replay source {card_code(src.get('name'))}: {src.get('samples')} examples "
                       f"({src.get('source', '-')}), labels {card_value(list(src.get('labels') or []))}, offered to the "
                       "replay memory before task 1 (standing in for pre-training data)."]
-    lines.append("")
+    return lines + [""]
+
+
+def _strategy_lines(summary, regularizers, llrd, freezing, layer_map, learning_rate, weight_decay) -> list[str]:
+    """LLRD and freezing (when all three are given), the regularizers and the replay memory."""
+    from types import SimpleNamespace
+
+    lines: list[str] = []
     if llrd is not None and freezing is not None and layer_map is not None:
         ns = SimpleNamespace(llrd=llrd, freezing=freezing, layer_map=layer_map, freezer=None,
                              args=SimpleNamespace(learning_rate=float(learning_rate or 0.0),
@@ -92,11 +104,17 @@ def continual_card_section(summary: Mapping[str, Any], *, regularizers: Sequence
     if mem:
         by = ", ".join(f"{k} {v}" for k, v in sorted((mem.get("by_source") or {}).items()))
         lines.append(f"- replay memory after the last task: {mem.get('size')} examples ({by or 'empty'})")
-    lines += ["", "### Accuracy matrix", "",
-              "R[i][j] = accuracy on the eval set of task j after training tasks 1..i (rows: after training; "
-              "columns: evaluated on).", "",
-              "| after training ↓ / evaluated on → | " + " | ".join(names) + " |",
-              "|---|" + "---|" * n]
+    return lines
+
+
+def _accuracy_lines(summary: Mapping[str, Any], names: list[str]) -> list[str]:
+    """The accuracy matrix, ACC / BWT / forgetting, per-task accuracies and the per-task heads."""
+    R = summary.get("R") or []
+    lines = ["", "### Accuracy matrix", "",
+             "R[i][j] = accuracy on the eval set of task j after training tasks 1..i (rows: after training; "
+             "columns: evaluated on).", "",
+             "| after training ↓ / evaluated on → | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
     for i, row in enumerate(R):
         lines.append(f"| {names[i]} | " + " | ".join(_acc(v) for v in row) + " |")
     lines += ["", "### Results", "", "| metric | value |", "|---|---|",
@@ -115,8 +133,7 @@ def continual_card_section(summary: Mapping[str, Any], *, regularizers: Sequence
                   "Each task's classifier weights are in `heads/<task>.safetensors` (uploaded with the model); the "
                   "model's own head is the last task's. Load a task's head into the classifier before predicting "
                   f"for that task: {card_value(list(heads))}."]
-    lines += ["", CONTINUAL_SECTION_END]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _continual_tags(summary: Mapping[str, Any], regularizers, llrd, freezing) -> list[str]:

@@ -114,6 +114,33 @@ def _value(v) -> str:
     return str(getattr(v, "value", v))
 
 
+def _why_unavailable(timeout: float) -> str | None:
+    """Why a push cannot reach the Hub now (offline mode, or no TCP connection within ``timeout`` s), or ``None``."""
+    if _hub_access.offline():
+        return "offline mode is enabled (HF_HUB_OFFLINE=1)"
+    return _hub_access.unreachable_reason(timeout)
+
+
+def _target_repo(trainer, repo_id: str | None) -> str:
+    """The repo a push goes to: ``repo_id`` (set as ``args.hub_model_id``), else ``args.hub_model_id``, else the
+    output folder's name."""
+    args = trainer.args
+    if repo_id is not None:
+        if trainer.hub_model_id is not None and trainer.hub_model_id != repo_id \
+                and not trainer.hub_model_id.endswith("/" + repo_id):
+            trainer.hub_model_id = None  # pushing somewhere else: create that repo first
+        args.hub_model_id = repo_id
+    return args.hub_model_id or Path(args.output_dir).absolute().name
+
+
+def _warn_if_trainer_pushes(args) -> None:
+    if args.push_to_hub and args.hub_token and _value(args.hub_strategy) != "end" \
+            and _value(args.save_strategy) != "no":
+        logger.warning("TrainingArguments(push_to_hub=True, hub_strategy=%r) makes the Trainer push checkpoints "
+                       "during training with training_args.bin pickled *with* hub_token; set push_to_hub=False and "
+                       "call tl_hf.hub.push after training instead", _value(args.hub_strategy))
+
+
 def push(trainer, *, repo_id: str | None = None, commit_message: str = "End of training", token: str | None = None,
          private: bool | None = None, revision: str | None = None, blocking: bool = True,
          dataset_name: str | None = None, results: Mapping[str, Any] | None = None, eval_results=None,
@@ -138,31 +165,21 @@ def push(trainer, *, repo_id: str | None = None, commit_message: str = "End of t
         TokenLeakError: a file that would be uploaded contains a token (nothing is uploaded).
     """
     args = trainer.args
-    if repo_id is not None:
-        if trainer.hub_model_id is not None and trainer.hub_model_id != repo_id \
-                and not trainer.hub_model_id.endswith("/" + repo_id):
-            trainer.hub_model_id = None  # pushing somewhere else: create that repo first
-        args.hub_model_id = repo_id
-    repo = args.hub_model_id or Path(args.output_dir).absolute().name
+    repo = _target_repo(trainer, repo_id)
     token = token if token is not None else args.hub_token
     secrets = known_tokens(trainer, [token])
     output_dir = os.path.abspath(args.output_dir)
     card = dict(dataset_name=dataset_name, results=results, eval_results=eval_results)
     # 1. local first: the model and training_args.bin (saved without hub_token) survive any network failure.
     #    Every process takes part (sharded / FSDP saves are collective); only the main one writes and uploads.
-    if args.push_to_hub and args.hub_token and _value(args.hub_strategy) != "end" \
-            and _value(args.save_strategy) != "no":
-        logger.warning("TrainingArguments(push_to_hub=True, hub_strategy=%r) makes the Trainer push checkpoints "
-                       "during training with training_args.bin pickled *with* hub_token; set push_to_hub=False and "
-                       "call tl_hf.hub.push after training instead", _value(args.hub_strategy))
+    _warn_if_trainer_pushes(args)
     with args_without_token(trainer, [token]):
         trainer.save_model(_internal_call=True)  # _internal_call: with args.push_to_hub, no Trainer push of its own
     if not trainer.is_world_process_zero():
         return None
     # 2. fail fast when the Hub cannot be reached (huggingface_hub would retry uploads for ~20 s); the card is
     #    still written, without the Trainer's Hub look-ups
-    why = ("offline mode is enabled (HF_HUB_OFFLINE=1)" if _hub_access.offline()
-           else _hub_access.unreachable_reason(connect_timeout))
+    why = _why_unavailable(connect_timeout)
     if why is not None:
         with _no_card_lookups(), args_without_token(trainer, [token]):
             write_model_card(trainer, **card, **card_kwargs)
@@ -204,8 +221,7 @@ def push_folder(folder: str, *, repo_id: str, private: bool | None = None, token
     for prefix, path in extras.items():
         if not prefix or not os.path.isdir(path):
             raise FileNotFoundError(f"cannot push {path} as {prefix!r}: no such folder (or an empty path in the repo)")
-    why = ("offline mode is enabled (HF_HUB_OFFLINE=1)" if _hub_access.offline()
-           else _hub_access.unreachable_reason(connect_timeout))
+    why = _why_unavailable(connect_timeout)
     if why is not None:
         raise _unavailable(folder, repo_id, why)
     secrets = known_tokens(None, [token])
