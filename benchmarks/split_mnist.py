@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=400)
-    ap.add_argument("--data-root", default=os.environ.get("TL_HF_DATA_ROOT"))
+    ap.add_argument("--data-root", default=None, help="default: $TL_HF_DATA_ROOT, else ../shared/data")
     args = ap.parse_args(argv)
     args.tasks = 5
     if args.small:

@@ -22,6 +22,7 @@ Scenario = Literal["task_incremental", "class_incremental", "domain_incremental"
 
 
 def check_scenario(scenario: str) -> None:
+    """A ``ValueError`` naming the valid scenarios unless ``scenario`` is one of :data:`SCENARIOS`."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown continual-learning scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
 
@@ -127,6 +128,7 @@ def check_label_sets(scenario: str, names: Sequence[str], labels_per_task: Seque
 
 
 def task_slug(name: str) -> str:
+    """``name`` as a file-name part (heads, task folders)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
 
 
