@@ -57,6 +57,8 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
                             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """After ``trainer.train()``: evaluate (gathered over all processes) and, in the main process, write the eval
     predictions, the confusion matrix and the learning-curve / LR plots. Returns the results (``extra`` first)."""
+    from tl_hf.run.metrics import confusion_matrix, predictions_from_logits
+
     results: dict[str, Any] = dict(extra or {})
     results["train_samples"] = train_size
     if eval_dataset is not None:
@@ -65,15 +67,12 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
         metrics["eval_samples"] = len(eval_dataset)
         trainer.log_metrics("eval", metrics)
         results.update(metrics)
-        preds = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions)
-        labels = np.asarray(pred.label_ids)
-        pred_ids = preds.argmax(-1) if preds.ndim == 2 else preds
+        pred_ids, labels = predictions_from_logits(pred.predictions), np.asarray(pred.label_ids)
     if not trainer.args.should_save:
         return results
     out = trainer.args.output_dir
     os.makedirs(out, exist_ok=True)
     from tl_hf.run import plots
-    from tl_hf.run.metrics import confusion_matrix
 
     written = {}
     if eval_dataset is not None:

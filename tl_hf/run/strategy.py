@@ -3,9 +3,10 @@
 Very small labelled sets (under ``small_max``, ~100) overfit a fine-tuned backbone: extract features (frozen backbone,
 train the head). Medium sets (up to ``medium_max``, ~10k) fine-tune the top blocks with layer-wise LR decay. Large
 sets fine-tune everything (still with LLRD). With ``cache_features`` the feature-extraction choice caches the frozen
-backbone's outputs, so the head trains as a small classifier on fixed features (cheap enough for many epochs). A stated domain shift from the pretraining data moves the choice one
-step towards unfreezing more (Yosinski et al. 2014, https://arxiv.org/abs/1411.1792; Howard & Ruder 2018,
-https://arxiv.org/abs/1801.06146; Peters et al. 2019, https://arxiv.org/abs/1903.05987).
+backbone's outputs, so the head trains as a small classifier on fixed features (cheap enough for many epochs). A
+stated domain shift from the pretraining data moves the choice one step towards unfreezing more (Yosinski et al.
+2014, https://arxiv.org/abs/1411.1792; Howard & Ruder 2018, https://arxiv.org/abs/1801.06146; Peters et al. 2019,
+https://arxiv.org/abs/1903.05987).
 """
 
 from __future__ import annotations
