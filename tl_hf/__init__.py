@@ -2,7 +2,7 @@
 
 from tl_hf.core.architectures import ARCHITECTURES, ArchitectureSpec, register_architecture
 from tl_hf.core.callbacks import GradualUnfreezingCallback
-from tl_hf.core.feature_cache import FeatureCacheError
+from tl_hf.core.feature_store import FeatureCacheError
 from tl_hf.core.freezing import POLICIES, FreezingConfig, FreezingController, GradualSchedule, Phase
 from tl_hf.core.layers import LayerMap, UnknownArchitectureError, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, no_weight_decay_names, param_groups_layer_decay
