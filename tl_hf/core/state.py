@@ -7,6 +7,8 @@ import os
 import tempfile
 from typing import Any
 
+from tl_hf._errors import one_line
+
 __all__ = ["STATE_FILE", "atomic_write_json", "read_json", "CorruptStateError", "file_problem", "validate_checkpoint"]
 
 #: TransferTrainer's own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
@@ -62,7 +64,7 @@ def file_problem(path: str) -> str | None:
         elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(path):
             return "not a complete archive"
     except Exception as exc:  # noqa: BLE001 - json and safetensors raise their own error types
-        return " ".join(str(exc).split())[:120]
+        return one_line(exc)[:120]
     return None
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tl_hf import _hub_access
+from tl_hf._errors import one_line
 from tl_hf.hub.cards import write_model_card
 from tl_hf.hub.tokens import args_without_token, check_no_tokens, files_to_upload, known_tokens, scrub_tokens
 
@@ -80,7 +81,7 @@ def _network_errors(folder: str, repo: str | None):
 
 
 def _unavailable(output_dir: str, repo: str | None, why: str) -> HubUnavailableError:
-    why = " ".join(scrub_tokens(str(why)).split())
+    why = one_line(scrub_tokens(str(why)))
     if len(why) > 200:
         why = why[:197] + "..."
     where = f" to {repo}" if repo else ""
