@@ -142,14 +142,5 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf", *, task: str | 
         return 2
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and hasattr(acc, "is_available"):
-        return bool(acc.is_available())
-    return torch.cuda.is_available()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -41,6 +41,7 @@ from tl_hf.continual.metrics import ACCURACY_MATRIX_DEFINITIONS, accuracy_matrix
 from tl_hf.continual.resume import ResumableRun
 from tl_hf.continual.tasks import (ContinualResult, Scenario, Task, check_label_sets, check_scenario, task_dir_name,
                                    task_labels, task_slug)
+from tl_hf.core.device import has_accelerator
 from tl_hf.core.state import atomic_write_json
 from tl_hf.regularizers import Regularizer, build_regularizer
 from tl_hf.regularizers.replay import Replay, check_replay_budget, check_replay_scenario
@@ -54,13 +55,6 @@ __all__ = ["ContinualRunner", "run_continual"]
 
 _DEFAULT_ARGS = dict(report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0)
 _DEFAULT_HEAD = [r"(?:^|\.)classifier\."]
-
-
-def _has_accelerator() -> bool:
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and hasattr(acc, "is_available"):
-        return bool(acc.is_available())
-    return torch.cuda.is_available()
 
 
 class ContinualRunner(ResumableRun):
@@ -251,7 +245,7 @@ class ContinualRunner(ResumableRun):
         kw = self.training_args(k, task) if callable(self.training_args) else self.training_args
         kw = {**_DEFAULT_ARGS, **dict(kw)}
         if "use_cpu" not in kw:  # CPU-only machine: use_cpu=True (it is also what enables DDP over gloo there)
-            kw["use_cpu"] = not _has_accelerator()
+            kw["use_cpu"] = not has_accelerator()
         kw["output_dir"] = os.path.join(self.output_dir, task_dir_name(k, task.name))
         return TrainingArguments(**kw)
 

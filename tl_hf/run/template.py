@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tl_hf._errors import ConfigError, one_line
+from tl_hf.core.device import has_accelerator
 from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def build_training_args(cfg: RunConfig):
         training.setdefault("save_total_limit", 2)
     cfg = RunConfig(**{**cfg.__dict__, "training": training})
     args = cfg.training_arguments()
-    if args.dataloader_pin_memory and not _has_accelerator():
+    if args.dataloader_pin_memory and not has_accelerator():
         args.dataloader_pin_memory = False  # avoids torch's "no accelerator is found" warning on CPU machines
     return args
 
@@ -195,12 +196,3 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
         if cfg.hub.push:
             push_model(trainer, cfg, built.dataset_name, evaluated, log)
     return results
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and hasattr(acc, "is_available"):
-        return bool(acc.is_available())
-    return torch.cuda.is_available()

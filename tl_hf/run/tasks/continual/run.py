@@ -159,10 +159,10 @@ def _runner(cfg: RunConfig, args, model, layer_map, prep: Prepared, llrd, freezi
     """The :class:`~tl_hf.continual.ContinualRunner` of this run (every task's ``TrainingArguments`` from the
     ``training`` section, in ``output_dir/<task>``)."""
     from tl_hf.continual import ContinualRunner
-    from tl_hf.run.template import _has_accelerator
+    from tl_hf.core.device import has_accelerator
 
     training = {k: v for k, v in cfg.training.items() if k != "output_dir"}
-    accel = _has_accelerator()
+    accel = has_accelerator()
     # on a machine without an accelerator, use_cpu=True is what makes transformers use DDP (gloo) under a
     # multi-process launch; without it every rank would train on its own (parallel_mode NOT_PARALLEL)
     training.setdefault("use_cpu", not accel)
