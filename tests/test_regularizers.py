@@ -481,3 +481,14 @@ def test_card_line_and_tags_of_every_regularizer():
     assert card_tags_of([replay, l2sp, oewc, other]) == ["replay", "l2-sp", "online-ewc", "my-other",
                                                          "continual-learning"]
     assert card_tags_of([l2sp]) == ["l2-sp"] and card_tags_of([]) == []
+
+
+def test_the_registry_refuses_a_duplicate_name():
+    from tl_hf.regularizers import REGULARIZERS, Regularizer, register_regularizer
+
+    class Impostor(Regularizer):
+        name = "ewc"
+
+    with pytest.raises(ValueError, match="regularizer 'ewc' is already registered"):
+        register_regularizer(Impostor)
+    assert REGULARIZERS["ewc"].__name__ == "EWC"

@@ -198,7 +198,11 @@ REGULARIZERS: dict[str, type[Regularizer]] = {}
 
 
 def register_regularizer(cls: type[Regularizer]) -> type[Regularizer]:
-    """Class decorator: make ``cls`` available by ``cls.name`` in configs."""
+    """Class decorator: make ``cls`` available by ``cls.name`` in configs. A name already taken is refused."""
+    old = REGULARIZERS.get(cls.name)
+    if old is not None and old is not cls:
+        raise ValueError(f"regularizer {cls.name!r} is already registered ({old.__module__}.{old.__qualname__}); "
+                         "register the new one under a new name")
     REGULARIZERS[cls.name] = cls
     return cls
 
