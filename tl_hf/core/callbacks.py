@@ -82,15 +82,23 @@ class GradualUnfreezingCallback(TrainerCallback):
 
 
 class GroupLRRecorder(TrainerCallback):
-    """Remembers each group's lr as used by the optimizer step that just ran (what ``learning_rate`` logs too)."""
+    """Remembers each group's lr as used by the optimizer step that just ran (what ``learning_rate`` logs too), and
+    keeps one record per optimizer step, warm-up included: ``history`` = ``[{"step": 1, "lr/<group>": lr, ...}, ...]``
+    (the ``log_history`` form, without a log line per step)."""
 
     def __init__(self) -> None:
         self.lrs: dict[str, float] = {}
         self.trainable: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.history = []
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None:
             self.lrs = group_lrs(optimizer)
+            # called before the Trainer increments global_step: this is step global_step + 1
+            self.history.append({"step": state.global_step + 1, **{f"lr/{k}": v for k, v in self.lrs.items()}})
             self.trainable = sum(p.numel() for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
 
 

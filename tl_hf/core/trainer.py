@@ -340,6 +340,12 @@ class TransferTrainer(Trainer):
             r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 
     # -- logging --------------------------------------------------------------------------------------------------
+    @property
+    def lr_history(self) -> list[dict[str, float]]:
+        """The lr of every group at every optimizer step of the last ``train()``, warm-up included:
+        ``[{"step": 1, "lr/embeddings": ..., "lr/head": ...}, ...]`` (``log_history`` holds only the logging steps)."""
+        return self._lr_recorder.history
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "learning_rate" in logs and self.optimizer is not None:
             for name, lr in (self._lr_recorder.lrs or group_lrs(self.optimizer)).items():

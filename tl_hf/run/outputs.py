@@ -85,7 +85,8 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
     history = trainer.state.log_history
     written["learning_curve"] = plots.plot_learning_curve(history, os.path.join(out, "learning_curve.png"))
     if any(k.startswith("lr/") for h in history for k in h):
-        written["lr_per_group"] = plots.plot_lr_per_group(history, os.path.join(out, "lr_per_group.png"))
+        every_step = getattr(trainer, "lr_history", None) or history  # every optimizer step, warm-up included
+        written["lr_per_group"] = plots.plot_lr_per_group(every_step, os.path.join(out, "lr_per_group.png"))
     results["outputs"] = written
     return results
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_confusion_matrix", "plot_learning_curve", "plot_lr_per_group"]
+__all__ = ["lr_per_group_lines", "plot_confusion_matrix", "plot_learning_curve", "plot_lr_per_group"]
 
 
 def _figure(width=6.0, height=4.0):
@@ -44,18 +44,24 @@ def plot_learning_curve(log_history: Sequence[dict], path: str) -> str:
     return path
 
 
-def plot_lr_per_group(log_history: Sequence[dict], path: str) -> str:
-    """Learning rate of every depth group (``lr/<group>`` log keys) over the steps."""
+def lr_per_group_lines(history: Sequence[dict]) -> dict[str, list[tuple[int, float]]]:
+    """``{group: [(step, lr), ...]}`` from records with ``step`` and ``lr/<group>`` keys."""
+    keys = [k for k in dict.fromkeys(k for h in history for k in h) if k.startswith("lr/")]
+    return {k[3:]: [(h["step"], h[k]) for h in history if k in h and "step" in h] for k in keys}
+
+
+def plot_lr_per_group(history: Sequence[dict], path: str) -> str:
+    """Learning rate of every depth group over the steps, from ``TransferTrainer.lr_history`` (every optimizer step,
+    warm-up included) or, failing that, the ``lr/<group>`` keys of ``log_history`` (the logging steps only)."""
     fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
-    keys = [k for k in dict.fromkeys(k for h in log_history for k in h) if k.startswith("lr/")]
-    for k in keys:
-        pts = [(h["step"], h[k]) for h in log_history if k in h]
-        ax.plot(*zip(*pts), label=k[3:])
-    ax.set_xlabel("step")
+    lines = lr_per_group_lines(history)
+    for name, pts in lines.items():
+        ax.plot(*zip(*pts), label=name)
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate per layer group")
-    if keys:
+    if lines:
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
