@@ -17,6 +17,7 @@ from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from tl_hf.core.reinit import ReinitConfig, reinit_top_blocks
 from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, validate_checkpoint
 from tl_hf.regularizers import Regularizer, StepContext, build_regularizer
 
@@ -46,6 +47,8 @@ class TransferTrainer(Trainer):
         regularizers: forgetting regularizers (:mod:`tl_hf.regularizers` objects, or dicts ``{"name": "ewc", ...}``).
             Penalty gradients are added once per optimizer step, after the task loss's backward and before clipping;
             each penalty is logged as ``penalty/<name>``, apart from the task ``loss``.
+        reinit: :class:`~tl_hf.core.reinit.ReinitConfig` (or a dict): re-initialise the top ``top_k`` blocks (and the
+            pooler) with the model's own ``_init_weights`` before training, seeded identically on every process.
 
     It also fixes the transformers 5.x loss scaling for models that ignore ``num_items_in_batch`` (BERT-style
     sequence classifiers): the loss is treated as a per-micro-batch mean and divided by the accumulation steps, so
@@ -57,7 +60,7 @@ class TransferTrainer(Trainer):
                  freezing: FreezingConfig | Mapping | None = None,
                  layer_map: LayerMap | Mapping | None = None,
                  regularizers: list[Regularizer | Mapping] | None = None, stop_on_non_finite: bool = True,
-                 **kwargs) -> None:
+                 reinit: ReinitConfig | Mapping | None = None, **kwargs) -> None:
         if model is None:
             raise ValueError("TransferTrainer needs a model instance (model_init is not supported: the layer map and "
                              "freezing policy are built from the model)")
@@ -68,6 +71,10 @@ class TransferTrainer(Trainer):
         self.freezing = _coerce(freezing, FreezingConfig, "freezing") or FreezingConfig()
         self.layer_map = get_layer_map(model, layer_map)
         self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
+        self.reinit = _coerce(reinit, ReinitConfig, "reinit") or ReinitConfig()
+        if self.reinit.enabled:  # before training; a resume then loads the checkpoint's weights over it
+            reinit_top_blocks(model, self.reinit.top_k, pooler=self.reinit.pooler, seed=self.reinit.seed,
+                              layer_map=self.layer_map)
         self.freezer = FreezingController(model, self.layer_map, self.freezing)
         self.regularizers = _build_regularizers(regularizers)
         self._micro_index = 0
