@@ -47,10 +47,15 @@ def candidate_paths(name: str, root: str | None) -> list[Path]:
     return candidates
 
 
-def resolve_file(name: str, root: str | None) -> Path:
-    """The first of :func:`candidate_paths` that is a file, else a :class:`DataError` listing where it looked."""
+def resolve_file(name: str, root: str | None, key: str = "data file") -> Path:
+    """The first of :func:`candidate_paths` that is a file, else a :class:`DataError` listing where it looked (or
+    saying that ``key``, e.g. ``data.train_file``, names a directory)."""
     candidates = candidate_paths(name, root)
     for c in candidates:
         if c.is_file():
             return c
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is not None:
+        raise DataError(f"{key}: {folder} is a directory, not a file; name one csv/tsv/json/jsonl/parquet file "
+                        "in it (image folders go in data.train_dir / data.eval_dir of task image_classification)")
     raise DataError(f"data file not found: {name} (looked at {', '.join(str(c) for c in candidates)})")

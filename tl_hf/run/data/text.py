@@ -1,34 +1,27 @@
 """Text-classification data: the ``data`` section (:class:`DataConfig`); load a built-in dataset or csv/tsv/json/jsonl
 files, map columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
 
-Built-in datasets live under the data root (``data.root``, else ``$TL_HF_DATA_ROOT``, else ``../shared/data``
-relative to the current directory):
-
-* ``sst2`` -- GLUE SST-2 from ``sst2/{train,dev,test}.tsv``. ``train.tsv`` is ``label<TAB>sentence`` with CRLF line
-  endings, ``dev.tsv``/``test.tsv`` are ``label<TAB>content`` (``test.tsv`` is labelled). Read verbatim: no quoting.
-* ``trec`` -- TREC question type (Li & Roth 2002): ``trec/train_5500.label`` (split ``train``) and
-  ``trec/TREC_10.label`` (split ``test``), one ``COARSE:fine question`` per line, Latin-1; the 6 coarse classes.
-* ``emotion`` -- Saravia et al. 2018: ``emotion/{train,val,test}.txt``, ``text;label_name`` with a header line; 6
-  classes (sadness joy love anger fear surprise).
-
-Files are read with ``datasets.load_dataset("csv" | "json", data_files=...)`` (``.tsv`` = csv with a tab delimiter),
-which works offline.
+Built-in datasets (``sst2``, ``trec``, ``emotion``) live under the data root (``data.root``, else
+``$TL_HF_DATA_ROOT``, else ``../shared/data``) and are read by :mod:`tl_hf.run.data.text_builtin`; files (csv, tsv,
+json, jsonl, parquet) by :mod:`tl_hf.run.data.text_files`, both through ``datasets`` builders, offline. Labels become
+a ``ClassLabel`` column whose set comes from the training split (:mod:`tl_hf.run.data.labels`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean, one_line
+from tl_hf.run.data.labels import check_label_feature, check_text_feature, encode_labels, label_set
 from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
+from tl_hf.run.data.text_builtin import BUILTIN as _BUILTIN, EMOTIONS, TREC_COARSE, read_builtin_split
+from tl_hf.run.data.text_files import FORMATS as FILE_FORMATS, QUOTING, read_file
 
-__all__ = ["BUILTIN_DATASETS", "DataConfig", "FILE_FORMATS", "TextClassificationData", "check_text_limits",
-           "load_text_classification", "tokenize_datasets"]
+__all__ = ["BUILTIN_DATASETS", "DataConfig", "EMOTIONS", "FILE_FORMATS", "QUOTING", "TREC_COARSE",
+           "TextClassificationData", "check_text_limits", "load_text_classification", "tokenize_datasets"]
 
-BUILTIN_DATASETS = ("sst2", "trec", "emotion")
-FILE_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+BUILTIN_DATASETS = tuple(_BUILTIN)
 
 
 def check_text_limits(data) -> None:
@@ -39,6 +32,19 @@ def check_text_limits(data) -> None:
             raise ConfigError(f"data.{name} must be >= 1 (or null for all rows), got {v}")
     if data.max_length < 2:
         raise ConfigError(f"data.max_length must be >= 2, got {data.max_length}")
+
+
+def _check_columns(data) -> None:
+    """data.text_column, data.text_pair_column and data.label_column name three different columns."""
+    keys = [("data.text_column", data.text_column), ("data.label_column", data.label_column)]
+    if data.text_pair_column:
+        keys.insert(1, ("data.text_pair_column", data.text_pair_column))
+    for i, (k1, v1) in enumerate(keys):
+        for k2, v2 in keys[i + 1:]:
+            if v1 == v2:
+                raise ConfigError(f"{k1} and {k2} are both {v1!r}; each names a different column (the text would be "
+                                  "its own label)" if "label" in k2 else f"{k1} and {k2} are both {v1!r}; each names "
+                                  "a different column")
 
 
 @dataclass
@@ -60,6 +66,9 @@ class DataConfig:
     eval_file: str | None = field(default=None, metadata={"help": "Evaluation file, same rules as train_file."})
     file_format: str | None = field(default=None, metadata={
         "help": f"One of {', '.join(FILE_FORMATS)}. Default: from the file extension."})
+    quoting: str | None = field(default=None, metadata={
+        "help": "csv/tsv files: 'none' reads every cell verbatim (a quote is text), 'csv' honours CSV quoting. "
+                "Default: none for .tsv, csv for .csv. Either way the rows must match the file's lines."})
     text_column: str = field(default="text", metadata={"help": "Files: column holding the text."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Files: optional second text column "
                                                                          "(sentence-pair tasks)."})
@@ -94,6 +103,9 @@ class DataConfig:
                               + ") or data.train_file / data.eval_file")
         if self.dataset is not None and (self.train_file or self.eval_file):
             raise ConfigError("data: set either data.dataset or data.train_file/data.eval_file, not both")
+        if self.quoting is not None and self.quoting not in QUOTING:
+            raise ConfigError(f"data.quoting must be one of {', '.join(QUOTING)}, got {self.quoting!r}")
+        _check_columns(self)
         if self.file_format is not None and self.file_format not in FILE_FORMATS:
             raise ConfigError(f"data.file_format must be one of {', '.join(FILE_FORMATS)}, got {self.file_format!r}")
         check_text_limits(self)
@@ -141,87 +153,7 @@ def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: boo
 
 # -- built-in datasets ------------------------------------------------------------------------------------------------
 
-_SST2_SPLITS = {"train": ("train.tsv", "sentence"), "dev": ("dev.tsv", "content"), "test": ("test.tsv", "content")}
-
-
-def _read_label_tsv(path: Path, text_header: str) -> dict[str, list]:
-    """A two-column ``label<TAB>text`` file with a header; LF or CRLF endings; no quoting."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().splitlines()
-    if not lines:
-        raise DataError(f"{path} is empty")
-    header = lines[0].split("\t")
-    if header != ["label", text_header]:
-        raise DataError(f"{path}: expected header 'label<TAB>{text_header}', found columns {header}")
-    labels, texts = [], []
-    for i, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        label, sep, text = line.partition("\t")
-        if not sep or label not in ("0", "1"):
-            raise DataError(f"{path} line {i}: expected '<0|1><TAB><text>', got {line[:60]!r}")
-        labels.append(int(label))
-        texts.append(text)
-    return {"text": texts, "label": labels}
-
-
-TREC_COARSE = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
-EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
-_TREC_SPLITS = {"train": "train_5500.label", "test": "TREC_10.label"}
-_EMOTION_SPLITS = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
-_BUILTIN = {  # dataset -> (label names, splits, default eval split)
-    "sst2": (["negative", "positive"], _SST2_SPLITS, "dev"),
-    "trec": (TREC_COARSE, _TREC_SPLITS, "test"),
-    "emotion": (EMOTIONS, _EMOTION_SPLITS, "val"),
-}
-
-
-def _read_trec(path: Path) -> dict[str, list]:
-    """``COARSE:fine question tokens`` per line, Latin-1."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    texts, labels = [], []
-    with open(path, encoding="latin-1") as fh:
-        for i, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            tag, _, question = line.partition(" ")
-            coarse = tag.split(":", 1)[0]
-            if coarse not in TREC_COARSE or not question:
-                raise DataError(f"{path} line {i}: expected 'COARSE:fine question' with COARSE in "
-                                f"{', '.join(TREC_COARSE)}, got {line[:60]!r}")
-            texts.append(question)
-            labels.append(TREC_COARSE.index(coarse))
-    return {"text": texts, "label": labels}
-
-
-def _read_emotion(path: Path) -> dict[str, list]:
-    """``text;label_name`` with a header line."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().strip()
-        if header != "text;label_name":
-            raise DataError(f"{path}: expected header 'text;label_name', found {header!r}")
-        for i, line in enumerate(fh, start=2):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            text, sep, label = line.rpartition(";")
-            if not sep or label not in EMOTIONS:
-                raise DataError(f"{path} line {i}: label {label!r} is not one of {', '.join(EMOTIONS)}")
-            texts.append(text)
-            labels.append(EMOTIONS.index(label))
-    return {"text": texts, "label": labels}
-
-
 def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
-    from datasets import ClassLabel, Dataset, Features, Value
-
     root = resolve_data_root(cfg.root)
     folder = root / cfg.dataset
     if not folder.is_dir():
@@ -231,66 +163,29 @@ def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     for split in (cfg.train_split, eval_split):
         if split not in splits:
             raise DataError(f"{cfg.dataset} has splits {', '.join(splits)}; got {split!r}")
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
     out = TextClassificationData(label_names=list(names))
     out.sources["eval_split"] = eval_split
     for attr, split in (("train", cfg.train_split), ("eval", eval_split)):
         if attr == "train" and not need_train:
             continue
-        if cfg.dataset == "sst2":
-            fname, header = splits[split]
-            path = folder / fname
-            rows = _read_label_tsv(path, header)
-        else:
-            path = folder / splits[split]
-            rows = _read_trec(path) if cfg.dataset == "trec" else _read_emotion(path)
-        setattr(out, attr, Dataset.from_dict(rows, features=features))
+        ds, path = read_builtin_split(cfg.dataset, folder, split)
+        setattr(out, attr, ds)
         out.sources[attr] = str(path)
     return out
 
 
 # -- files ------------------------------------------------------------------------------------------------------------
 
-def _format_of(path: Path, fmt: str | None) -> str:
-    if fmt:
-        return fmt
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix in ("csv", "tsv", "json", "jsonl", "parquet"):
-        return suffix
-    raise DataError(f"cannot tell the format of {path} from its extension; set data.file_format to csv, tsv, json, "
-                    "jsonl or parquet")
-
-
 def _load_files(cfg: DataConfig, need_train: bool) -> TextClassificationData:
-    import datasets
-
     files = {}
     if cfg.train_file and need_train:
-        files["train"] = resolve_file(cfg.train_file, cfg.root)
+        files["train"] = resolve_file(cfg.train_file, cfg.root, "data.train_file")
     if cfg.eval_file:
-        files["eval"] = resolve_file(cfg.eval_file, cfg.root)
+        files["eval"] = resolve_file(cfg.eval_file, cfg.root, "data.eval_file")
     if need_train and "train" not in files:
         raise DataError("data.train_file is not set")
-    raw = {}
-    for split, path in files.items():
-        fmt = _format_of(path, cfg.file_format)
-        kwargs: dict[str, Any] = {}
-        if fmt in ("csv", "tsv"):
-            builder = "csv"
-            if fmt == "tsv":
-                kwargs["delimiter"] = "\t"
-        else:
-            builder = "parquet" if fmt == "parquet" else "json"
-        bars = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # "Generating data split" bars are noise for local files
-        try:
-            ds = datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
-        except Exception as exc:  # noqa: BLE001 - pandas/arrow parse errors come in many types
-            raise DataError(f"could not read {path} as {fmt}: {one_line(exc)[:300]}") from None
-        finally:
-            if bars:
-                datasets.enable_progress_bars()
-        raw[split] = ds
+    raw = {split: read_file(path, cfg.file_format, cfg.quoting, f"data.{split}_file")
+           for split, path in files.items()}
     return _from_raw(cfg, raw, files)
 
 
@@ -325,53 +220,20 @@ def _from_raw(cfg: DataConfig, raw: dict, files: dict) -> TextClassificationData
             if col not in ds.column_names:
                 raise DataError(f"column {col!r} (data.{key}) not found in {files[split]}; its columns are: "
                                 f"{', '.join(ds.column_names)}")
-
-    label_names = _label_names(raw, cfg.label_column, files)
-    if cfg.label_names:
-        outside = sorted(set(label_names) - set(cfg.label_names), key=str)
-        if outside and not all(n.isdigit() and int(n) < len(cfg.label_names) for n in label_names):
-            raise DataError(f"labels {outside[:5]} are outside the label set data.label_names="
-                            f"{list(cfg.label_names)}")
-        label_names = list(cfg.label_names)
+        check_text_feature(ds, cfg.text_column, "data.text_column", str(files[split]))
+        if cfg.text_pair_column:
+            check_text_feature(ds, cfg.text_pair_column, "data.text_pair_column", str(files[split]))
+        check_label_feature(ds, cfg.label_column, str(files[split]))
+    first = "train" if "train" in raw else next(iter(raw))
+    labels = label_set(raw[first], cfg.label_column, str(files[first]), cfg.label_names)
     rename = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         rename[cfg.text_pair_column] = "text_pair"
-    out = TextClassificationData(label_names=label_names, sources={k: str(v) for k, v in files.items()})
+    out = TextClassificationData(label_names=labels.names, sources={k: str(v) for k, v in files.items()})
     for split, ds in raw.items():
-        ds = ds.select_columns(list(rename))
-        ds = ds.rename_columns({k: v for k, v in rename.items() if k != v})
-        ds = _encode_labels(ds, label_names, files[split])
-        setattr(out, split, ds)
+        ds = encode_labels(ds.select_columns(list(rename)), cfg.label_column, labels, str(files[split]))
+        setattr(out, split, ds.rename_columns({k: v for k, v in rename.items() if k != v}))
     return out
-
-
-def _label_names(raw: dict, label_column: str, files: dict) -> list[str]:
-    values = set()
-    for split, ds in raw.items():
-        for v in ds[label_column]:
-            if v is None:
-                raise DataError(f"{files[split]}: column {label_column!r} has an empty label")
-            values.add(v)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        if min(values) < 0:
-            raise DataError(f"integer labels must be >= 0, found {min(values)} in column {label_column!r}")
-        return [str(i) for i in range(max(values) + 1)]
-    source = raw.get("train", next(iter(raw.values())))
-    return sorted({str(v) for v in source[label_column]})
-
-
-def _encode_labels(ds, label_names: list[str], path: Path):
-    from datasets import ClassLabel
-
-    if ds.features["label"].dtype.startswith("int"):
-        return ds.cast_column("label", ClassLabel(names=label_names))
-    index = {n: i for i, n in enumerate(label_names)}
-    unknown = sorted({str(v) for v in ds["label"]} - set(index))
-    if unknown:
-        raise DataError(f"{path}: labels {unknown[:5]} do not occur in the training data (labels: "
-                        f"{', '.join(label_names)})")
-    ds = ds.map(lambda b: {"label": [index[str(v)] for v in b["label"]]}, batched=True, desc="encoding labels")
-    return ds.cast_column("label", ClassLabel(names=label_names))
 
 
 # -- tokenization -----------------------------------------------------------------------------------------------------

@@ -1,0 +1,192 @@
+"""Class labels of text data: the column checks, the label set taken from the training split, and the encoding of
+every split by label *name* into a ``datasets.ClassLabel`` column.
+
+A label value is canonicalised first: an int (or a digit string, or a float / numeric string with an integral value:
+``1.0`` == ``"1"`` == ``1``) is a class id; any other string (and a bool) is a class name. A split whose labels are all
+ids is encoded by id (``N`` = max id + 1 classes), otherwise by name (sorted). ``data.label_names`` fixes the set in
+id order: labels that are all among its names map by name, integer ids below its length by id. Other splits are then
+mapped by name onto the training split's set, never by raw id, so ``1.0`` in train and ``1`` in eval stay one class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections import Counter
+from typing import Sequence
+
+from tl_hf.run.data.paths import DataError
+
+__all__ = ["LabelSet", "LabelWarning", "MAX_SPARE_CLASSES", "check_label_feature", "check_text_feature",
+           "encode_labels", "label_set"]
+
+logger = logging.getLogger(__name__)
+
+#: integer ids are class ids: ``max id + 1`` classes are refused above ``max(MAX_SPARE_CLASSES, 2 x distinct ids)``
+MAX_SPARE_CLASSES = 1000
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class LabelWarning(UserWarning):
+    """The label set has classes no training example has (e.g. labels 1..N leave class 0 empty)."""
+
+
+class LabelSet:
+    """``names`` in id order and how values map to ids: ``by_id`` (ids are class ids) or by name."""
+
+    def __init__(self, names: Sequence[str], by_id: bool, declared: bool = False) -> None:
+        self.names = list(names)
+        self.by_id = by_id
+        self.declared = declared
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    def id_of(self, value) -> int | None:
+        """The class id of a canonical value, or None when it is not in the set."""
+        if self.by_id:
+            return value if isinstance(value, int) and 0 <= value < len(self.names) else None
+        return self.index.get(str(value))
+
+
+def _canonical(v, where: str):
+    """int (a class id) or str (a class name); None stays None (an empty label)."""
+    if v is None or isinstance(v, bool):
+        return None if v is None else str(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+        raise DataError(f"{where}: label {v!r} is not a class: labels are class names or integer ids (a fractional "
+                        "number is a regression target; tl_hf classifies)")
+    s = str(v)
+    t = s.strip()
+    if _INT.fullmatch(t):
+        return int(t)
+    if _FLOAT.fullmatch(t):
+        return _canonical(float(t), where)
+    return s
+
+
+def _values(ds, column: str, where: str) -> list:
+    feature = ds.features[column]
+    raw = ds[column]
+    names = getattr(feature, "names", None)
+    if names is not None:  # a ClassLabel column (a Hub dataset): its names, not its ids
+        return [names[v] if v is not None and v >= 0 else None for v in raw]
+    out = [_canonical(v, where) for v in raw]
+    for i, v in enumerate(out):
+        if v is None or v == "":
+            raise DataError(f"{where}: row {i + 1} has an empty label in column {column!r}; fill it in or drop the "
+                            "row")
+    kinds = {type(v) for v in out}
+    if len(kinds) > 1:
+        num = next(v for v in out if isinstance(v, int))
+        name = next(v for v in out if isinstance(v, str))
+        raise DataError(f"{where}: column {column!r} mixes integer ids and names (e.g. {num} and {name!r}); give "
+                        "every label the same way")
+    return out
+
+
+def check_label_feature(ds, column: str, where: str) -> None:
+    """One label per row: a plain value or a ClassLabel, never a list or a dict."""
+    from datasets import ClassLabel, Value
+
+    feature = ds.features[column]
+    if isinstance(feature, (Value, ClassLabel)) and getattr(feature, "dtype", "") != "null":
+        return
+    kind = "no values" if isinstance(feature, Value) else ("dicts" if isinstance(feature, dict) else "lists")
+    example = next((v for v in ds[column][:3] if v is not None), None)
+    raise DataError(f"{where}: column {column!r} (data.label_column) holds {kind}"
+                    + (f" (e.g. {str(example)[:60]})" if example is not None else "")
+                    + "; one label per row is needed (a class name or an integer id; multi-label data is not "
+                      "supported)")
+
+
+def check_text_feature(ds, column: str, key: str, where: str) -> None:
+    """A column of strings that are not all numbers."""
+    from datasets import Value
+
+    feature = ds.features[column]
+    cols = ", ".join(ds.column_names)
+    if not isinstance(feature, Value):
+        kind = "dicts" if isinstance(feature, dict) else "lists"
+        example = next((v for v in ds[column][:3] if v is not None), None)
+        raise DataError(f"{where}: column {column!r} ({key}) holds {kind}, not one string per row (e.g. "
+                        f"{str(example)[:60]}); join the pieces into one string, or point {key} at the text column "
+                        f"(columns: {cols})")
+    if feature.dtype not in ("string", "large_string"):
+        raise DataError(f"{where}: column {column!r} ({key}) holds {feature.dtype} numbers, not text; set {key} to "
+                        f"the text column (columns: {cols})")
+    sample = [v for v in ds[column][:1000] if v]
+    if sample and all(_FLOAT.fullmatch(v.strip()) for v in sample):
+        raise DataError(f"{where}: column {column!r} ({key}) holds only numbers (e.g. {sample[0]!r}), not text; set "
+                        f"{key} to the text column (columns: {cols})")
+
+
+def label_set(ds, column: str, where: str, declared: Sequence[str] | None = None) -> LabelSet:
+    """The label set of the training split ``ds`` (or ``declared``, ``data.label_names``)."""
+    values = _values(ds, column, where)
+    feature_names = getattr(ds.features[column], "names", None)
+    if declared:
+        declared = [str(n) for n in declared]
+        if all(str(v) in declared for v in values):
+            return LabelSet(declared, by_id=False, declared=True)
+        if all(isinstance(v, int) and 0 <= v < len(declared) for v in values):
+            return LabelSet(declared, by_id=True, declared=True)
+        outside = sorted({str(v) for v in values} - set(declared), key=str)
+        raise DataError(f"labels {outside[:5]} are outside the label set data.label_names={declared} ({where}); "
+                        "add them to data.label_names or fix the data")
+    if feature_names is not None:
+        return LabelSet(feature_names, by_id=False)
+    if not values or isinstance(values[0], str):
+        return LabelSet(sorted(set(values)), by_id=False)
+    return _id_set(values, column, where)
+
+
+def _id_set(values: list[int], column: str, where: str) -> LabelSet:
+    lo, hi = min(values), max(values)
+    if lo < 0:
+        raise DataError(f"{where}: integer labels must be >= 0 (class ids), found {lo} in column {column!r}; "
+                        "renumber them 0..N-1 or give them as names in data.label_names")
+    counts = Counter(values)
+    n = hi + 1
+    if n > max(MAX_SPARE_CLASSES, 2 * len(counts)):
+        raise DataError(f"{where}: label {hi} in column {column!r} would make {n:,} classes (integer labels are "
+                        f"class ids 0..N-1) of which only {len(counts)} occur; renumber them 0..N-1, or list the "
+                        "labels in data.label_names to map them by name")
+    missing = [i for i in range(n) if i not in counts]
+    if missing:
+        if missing == [0] or (lo >= 1 and missing == list(range(lo))):
+            how = (f"labels run {lo}..{hi} with no {'0' if lo == 1 else f'0..{lo - 1}'}: class 0 is a phantom class "
+                   f"no example has; subtract {lo} from the labels, or map them by name with data.label_names="
+                   f"[{', '.join(str(i) for i in range(lo, min(hi, lo + 4) + 1))}{', ...' if hi > lo + 4 else ''}]")
+        else:
+            shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            how = (f"class id(s) {shown} of 0..{hi} occur in no training example: the head gets {n} outputs; "
+                   "renumber the labels or map them by name with data.label_names")
+        msg = f"{where}: column {column!r}: {how}"
+        warnings.warn(msg, LabelWarning, stacklevel=3)
+        logger.warning(msg)
+    return LabelSet([str(i) for i in range(n)], by_id=True)
+
+
+def encode_labels(ds, column: str, labels: LabelSet, where: str):
+    """``ds`` with ``column`` replaced by class ids (a ``ClassLabel`` of ``labels.names``), mapped by name."""
+    from datasets import ClassLabel
+
+    values = _values(ds, column, where)
+    ids = [labels.id_of(v) for v in values]
+    unknown = sorted({str(v) for v, i in zip(values, ids) if i is None}, key=str)
+    if unknown:
+        what = "are outside the label set data.label_names" if labels.declared else \
+            "do not occur in the training data"
+        raise DataError(f"{where}: labels {unknown[:5]} {what} (labels: {', '.join(labels.names[:20])}"
+                        f"{' ...' if len(labels.names) > 20 else ''}); fix them, or list every label in "
+                        "data.label_names")
+    ds = ds.remove_columns(column).add_column(column, ids)
+    return ds.cast_column(column, ClassLabel(names=labels.names))
