@@ -109,13 +109,116 @@ def test_peft_lora_parameters_take_their_block_depth(model_type, targets):
 
 
 def test_unknown_architecture_is_a_clear_error():
+    # GPT-2 used to be the example here; it is now found by the generic discovery (tests below). A model without a
+    # repeated-block ModuleList still gets the error, with the reason, the class and the explicit-rules form.
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(UnknownArchitectureError) as e:
+        get_layer_map(model, uses=["llrd.decay=0.8"])
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("llrd.decay=0.8 needs the depth of every parameter")
+    assert "Sequential" in msg and "no repeated-block nn.ModuleList" in msg and "layer_map=" in msg and "bert" in msg
+
+
+def _gpt2(n_layer=2):
     import transformers as T
 
-    model = T.GPT2ForSequenceClassification(T.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(UnknownArchitectureError) as e:
-        get_layer_map(model)
+    return T.GPT2ForSequenceClassification(T.GPT2Config(n_layer=n_layer, n_embd=16, n_head=2, vocab_size=50,
+                                                        num_labels=2, bos_token_id=0, eos_token_id=0))
+
+
+def _discovery_models():
+    import transformers as T
+
+    return {
+        "gpt2": (_gpt2(3), 3, ["transformer.wte.weight", "transformer.wpe.weight"],
+                 ["transformer.ln_f.weight", "score.weight"], "transformer.h.{i}.attn.c_attn.weight"),
+        "llama": (T.LlamaForSequenceClassification(T.LlamaConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            vocab_size=50, num_labels=2, pad_token_id=0)), 2, ["model.embed_tokens.weight"],
+            ["model.norm.weight", "score.weight"], "model.layers.{i}.self_attn.q_proj.weight"),
+        "t5": (T.T5EncoderModel(T.T5Config(d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8, vocab_size=50)),
+               2, ["shared.weight"], ["encoder.final_layer_norm.weight"], "encoder.block.{i}.layer.0.SelfAttention.q.weight"),
+        "clip_vision_model": (T.CLIPVisionModel(T.CLIPVisionConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+            patch_size=8)), 2, ["embeddings.class_embedding", "embeddings.patch_embedding.weight",
+                                "embeddings.position_embedding.weight", "pre_layrnorm.weight"],
+            ["post_layernorm.weight", "post_layernorm.bias"], "encoder.layers.{i}.self_attn.q_proj.weight"),
+    }
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5", "clip_vision_model"])
+def test_generic_discovery_finds_blocks_before_and_after(name, caplog):
+    import logging
+
+    model, n, before, after, block = _discovery_models()[name]
+    with caplog.at_level(logging.INFO, logger="tl_hf.core.layers"):
+        lmap = get_layer_map(model)
+    assert (lmap.source, lmap.model_type, lmap.num_blocks) == ("discovered", name, n)
+    d = lmap.assign(model)
+    assert sorted(d) == sorted(n_ for n_, _ in model.named_parameters())
+    assert set(d.values()) == set(range(n + 2))
+    assert all(d[p] == 0 for p in before), {p: d[p] for p in before}
+    assert all(d[p] == n + 1 for p in after), {p: d[p] for p in after}
+    for i in range(n):
+        assert d[block.format(i=i)] == i + 1
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert f"layer map for {name}" in logged and f"depths 1..{n}" in logged and f"depth {n + 1} (head)" in logged
+
+
+def test_discovery_with_peft_lora_keeps_block_depths():
+    model = get_peft_model(_gpt2(2), LoraConfig(r=2, target_modules=["c_attn"], task_type="SEQ_CLS"))
+    lmap = get_layer_map(model)
+    d = lmap.assign(model)
+    lora = {k: v for k, v in d.items() if "lora_" in k}
+    assert lora and all(v == int(re.search(r"\.h\.(\d+)\.", k).group(1)) + 1 for k, v in lora.items())
+    assert {v for k, v in d.items() if "score" in k} == {3}
+    assert d["base_model.model.transformer.wte.weight"] == 0
+
+
+def test_discovery_refuses_several_block_lists():
+    import transformers as T
+
+    from tl_hf.core.layers import AmbiguousArchitectureError
+
+    model = T.T5Model(T.T5Config(d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8, vocab_size=50))
+    with pytest.raises(AmbiguousArchitectureError) as e:
+        get_layer_map(model, uses=["freezing.policy=top_k"])
     msg = str(e.value)
-    assert "gpt2" in msg and "GPT2ForSequenceClassification" in msg and "layer_map=" in msg and "bert" in msg
+    assert "\n" not in msg and msg.startswith("freezing.policy=top_k needs the depth")
+    assert "encoder.block (2 x T5Block)" in msg and "decoder.block (2 x T5Block)" in msg
+    assert r"layer_map={r'^encoder\.block\.(\d+)\.': 'block'" in msg
+    # and the explicit rules it points to work
+    lmap = get_layer_map(model, {r"^encoder\.block\.(\d+)\.": "block", r"^shared\.": "embeddings", r".*": "head"})
+    d = lmap.assign(model)
+    assert lmap.num_blocks == 2 and d["shared.weight"] == 0 and d["encoder.block.1.layer.1.layer_norm.weight"] == 2
+    assert d["decoder.block.0.layer.0.SelfAttention.q.weight"] == 3
+
+
+def test_builtin_table_wins_over_discovery():
+    # discovery alone would put DeBERTa's shared relative embeddings (registered after the blocks) in the head
+    model = tiny_model("deberta-v2")
+    lmap = get_layer_map(model)
+    assert lmap.source == "builtin"
+    assert {v for k, v in lmap.assign(model).items() if "rel_embeddings" in k} == {0}
+    from tl_hf.core.layers import _discover
+
+    assert {v for k, v in _discover(model, "deberta-v2", []).assign(model).items() if "rel_embeddings" in k} == {3}
+
+
+def test_flat_map_when_nothing_uses_depths(caplog):
+    import logging
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with caplog.at_level(logging.INFO, logger="tl_hf.core.layers"):
+        lmap = get_layer_map(model, uses=[])
+    assert lmap.is_flat and lmap.num_depths == 1 and lmap.head_depth == 0
+    assert set(lmap.assign(model).values()) == {0} and lmap.depth_name(0) == "all"
+    assert lmap.describe(model) == [("all", 0, 4 * 4 + 4 + 4 * 2 + 2)]
+    assert "every parameter is at one depth" in caplog.text
+    assert lmap.levels_text().startswith("1 (no layer map")
+    # a built-in model keeps its map even when nothing uses depths
+    assert get_layer_map(tiny_model("bert"), uses=[]).source == "builtin"
 
 
 def test_custom_rules_map_any_model():

@@ -3,7 +3,8 @@
 One entry per architecture family in :data:`ARCHITECTURES` (model_type -> :class:`ArchitectureSpec`): how its
 parameters map to depths (used by :func:`tl_hf.core.layers.get_layer_map`) and its default LoRA target modules (used
 when ``peft.target_modules`` is not set). Adding an architecture means adding one entry here, or calling
-:func:`register_architecture`.
+:func:`register_architecture`. For a model outside the table, :func:`find_block_lists` finds the candidates for its
+repeated-block ``nn.ModuleList`` (the generic discovery of :func:`tl_hf.core.layers.get_layer_map`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
-__all__ = ["ARCHITECTURES", "ArchitectureSpec", "RuleTarget", "default_lora_targets", "register_architecture"]
+import torch.nn as nn
+
+__all__ = ["ARCHITECTURES", "ArchitectureSpec", "RuleTarget", "default_lora_targets", "find_block_lists",
+           "register_architecture"]
 
 RuleTarget = Union[int, str]  # an absolute depth, or "embeddings" | "block" | "head"
 
@@ -46,6 +50,22 @@ def default_lora_targets(model_type: str | None) -> list[str] | None:
     """The default LoRA target modules of ``model_type``, or ``None`` when the table has none."""
     spec = ARCHITECTURES.get(model_type) if model_type is not None else None
     return list(spec.lora_targets) if spec is not None and spec.lora_targets else None
+
+
+def find_block_lists(model: nn.Module) -> list[tuple[str, str, int]]:
+    """Candidates for the model's repeated blocks: ``(module path, block class name, number of blocks)`` for every
+    outermost ``nn.ModuleList`` whose items all have one class and that holds parameters (GPT-2 ``transformer.h``,
+    Llama ``model.layers``, T5 ``encoder.block``; a full T5 has two: ``encoder.block`` and ``decoder.block``)."""
+    found: list[tuple[str, str, int]] = []
+    for path, module in model.named_modules():  # pre-order: a list is seen before anything inside it
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if any(path.startswith(p + ".") for p, _, _ in found):
+            continue
+        classes = {type(m) for m in module}
+        if len(classes) == 1 and next(module.parameters(), None) is not None:
+            found.append((path, classes.pop().__name__, len(module)))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------------
