@@ -12,6 +12,7 @@ import torch
 from transformers import Trainer
 
 from tl_hf._errors import did_you_mean
+from tl_hf.core.averaging import AveragingConfig, WeightAverager, WeightAveragingCallback
 from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback, GroupLRRecorder, RegularizerBinder
 from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
 from tl_hf.core.freezing import FreezingConfig, FreezingController
@@ -49,6 +50,8 @@ class TransferTrainer(Trainer):
             each penalty is logged as ``penalty/<name>``, apart from the task ``loss``.
         reinit: :class:`~tl_hf.core.reinit.ReinitConfig` (or a dict): re-initialise the top ``top_k`` blocks (and the
             pooler) with the model's own ``_init_weights`` before training, seeded identically on every process.
+        averaging: :class:`~tl_hf.core.averaging.AveragingConfig` (or a dict): EMA or SWA of the trainable weights,
+            used for evaluation and the saved model as configured, saved in every checkpoint.
 
     It also fixes the transformers 5.x loss scaling for models that ignore ``num_items_in_batch`` (BERT-style
     sequence classifiers): the loss is treated as a per-micro-batch mean and divided by the accumulation steps, so
@@ -60,7 +63,8 @@ class TransferTrainer(Trainer):
                  freezing: FreezingConfig | Mapping | None = None,
                  layer_map: LayerMap | Mapping | None = None,
                  regularizers: list[Regularizer | Mapping] | None = None, stop_on_non_finite: bool = True,
-                 reinit: ReinitConfig | Mapping | None = None, **kwargs) -> None:
+                 reinit: ReinitConfig | Mapping | None = None, averaging: AveragingConfig | Mapping | None = None,
+                 **kwargs) -> None:
         if model is None:
             raise ValueError("TransferTrainer needs a model instance (model_init is not supported: the layer map and "
                              "freezing policy are built from the model)")
@@ -77,6 +81,9 @@ class TransferTrainer(Trainer):
                               layer_map=self.layer_map)
         self.freezer = FreezingController(model, self.layer_map, self.freezing)
         self.regularizers = _build_regularizers(regularizers)
+        self.averaging = _coerce(averaging, AveragingConfig, "averaging") or AveragingConfig()
+        self.averager = WeightAverager(self.averaging, list(self.freezer.base_trainable)) \
+            if self.averaging.enabled else None
         self._micro_index = 0
         self.stop_on_non_finite = stop_on_non_finite
         if not self.freezing.is_dynamic:
@@ -99,6 +106,8 @@ class TransferTrainer(Trainer):
         self.add_callback(self._lr_recorder)
         if self.regularizers:
             self.add_callback(RegularizerBinder(self))
+        if self.averager is not None:
+            self.add_callback(WeightAveragingCallback(self.averager))
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
@@ -346,6 +355,13 @@ class TransferTrainer(Trainer):
         for r in self.regularizers:
             r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 
+    def evaluate(self, *args, **kwargs):
+        """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
+        if self.averager is None or not self.averaging.eval_with_average:
+            return super().evaluate(*args, **kwargs)
+        with self.averager.swapped():
+            return super().evaluate(*args, **kwargs)
+
     # -- logging --------------------------------------------------------------------------------------------------
     @property
     def lr_history(self) -> list[dict[str, float]]:
@@ -398,6 +414,8 @@ class TransferTrainer(Trainer):
             os.makedirs(folder, exist_ok=True)
             for r in self.regularizers:
                 r.save(folder, prefix=f"tl_hf_reg_{r.name}")
+            if self.averager is not None:
+                self.averager.save(folder)
             atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
         super()._save_checkpoint(model, trial)
 
@@ -418,6 +436,8 @@ class TransferTrainer(Trainer):
             logger.warning("%s has no %s (not written by tl_hf?): the unfreezing phase is derived from the step",
                            resume_from_checkpoint, STATE_FILE)
             self.freezer.phase = None
+        if self.averager is not None:
+            self.averager.load(resume_from_checkpoint)
 
 
 def _build_regularizers(specs) -> list[Regularizer]:
