@@ -7,8 +7,8 @@ weight averaging (SWA, Izmailov et al. 2018, https://arxiv.org/abs/1803.05407), 
   built). The average starts at train begin from the weights (``avg_0 = theta_0``).
 * **EMA:** ``avg_t = decay * avg_{t-1} + (1 - decay) * theta_t`` after every optimizer step ``t > start_step``;
   until ``start_step`` the average follows the weights (``avg_t = theta_t``).
-* **SWA:** the equal mean of ``theta_t`` over the optimizer steps ``t >= max(start_step, 1)`` with ``(t - start_step) % every == 0``;
-  before the first such step the average follows the weights.
+* **SWA:** the equal mean of ``theta_t`` over the optimizer steps ``t >= max(start_step, 1)`` with
+  ``(t - start_step) % every == 0``; before the first such step the average follows the weights.
 * **Frozen, then unfrozen (gradual unfreezing, LP-FT):** a frozen parameter's weight does not change, so its average
   equals its weight while it is frozen; averaging it effectively starts when it is unfrozen (the EMA / SWA formulas over
   a constant prefix). A parameter that was frozen when the trainer was built (outside the policy) and trains later was

@@ -216,13 +216,14 @@ class TransferTrainer(Trainer):
             store = self._feature_train_store or self._feature_store("train", self.train_dataset)
             with self.feature_cache.replay(store, idx, inputs):
                 return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+        extra = model.training and bool(self.regularizers)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs or extra,
                                       num_items_in_batch=num_items_in_batch)
-        if not model.training or not self.regularizers:
+        if not extra:
             return result
-        loss, outputs = result if return_outputs else (result, None)
+        loss, outputs = result
         step = StepContext(self.state.global_step, self._micro_index, self.args.process_index, self.data_collator,
-                           self._prepare_inputs, self.accelerator.unwrap_model)
+                           self._prepare_inputs, self.accelerator.unwrap_model, outputs)
         for r in self.regularizers:
             if r.active:
                 extra = r.extra_loss(model, inputs, step)

@@ -91,6 +91,7 @@ class StepContext:
     collate: Callable[[list[dict]], dict]  #: examples -> a batch (the Trainer's data collator)
     prepare: Callable[[dict], dict]  #: a batch -> on the model's device (the Trainer's input preparation)
     unwrap: Callable[[torch.nn.Module], torch.nn.Module]  #: the model without its DDP / compile wrappers
+    outputs: Any = None  #: the model's outputs on this micro-batch (logits: LwF distils them without a 2nd forward)
 
 
 class Regularizer:
