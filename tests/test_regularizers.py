@@ -192,7 +192,7 @@ def test_l2sp_pulls_shared_weights_to_the_source_and_decays_new_ones(tmp_path):
     ({"name": "l2sp", "beta": float("nan")}, r"l2sp beta must be"),
     ({"name": "ewc", "estimator": "true"}, r"unknown Fisher estimator 'true'; valid: empirical, exact, sampled"),
     ({"name": "ewc", "lamda": 1.0}, r"unknown ewc key 'lamda'; did you mean 'lambda_'"),
-    ({"name": "si"}, r"unknown regularizer 'si'; valid: ewc, l2sp, lwf, online_ewc, replay"),
+    ({"name": "si"}, r"unknown regularizer 'si'; valid: der, ewc, l2sp, lwf, online_ewc, replay"),
     ({"name": "replay", "budget": 0}, r"replay budget must be an int >= 1"),
 ])
 def test_bad_regularizer_configs(spec, match):
@@ -201,7 +201,7 @@ def test_bad_regularizer_configs(spec, match):
 
 
 def test_registry_is_the_one_place_for_methods():
-    assert set(REGULARIZERS) == {"ewc", "online_ewc", "l2sp", "replay", "lwf"}
+    assert set(REGULARIZERS) == {"ewc", "online_ewc", "l2sp", "replay", "lwf", "der"}
     assert isinstance(build_regularizer({"name": "ewc", "lambda": 3.0}), EWC)
 
 
