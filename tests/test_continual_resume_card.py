@@ -24,7 +24,7 @@ from tl_hf.cli import main
 from tl_hf.run.config import load_config
 
 HERE = Path(__file__).resolve().parent
-TOKEN = "hf_ContinualTokenAbCdEfGh0123"  # training.hub_token / $HF_TOKEN: must never reach a file
+TOKEN = "hf_ContinualTokenAbCdEfGh0123"  # $HF_TOKEN: must never reach a file (training.hub_token is refused)
 TOKEN_LIKE = re.compile(rb"hf_[A-Za-z0-9]{10,}")
 _COUNT = itertools.count()
 
@@ -342,9 +342,17 @@ def _card_checks(readme: str, res: dict, regs_needles) -> None:
     for needle in regs_needles:
         assert needle in readme, (needle, readme)
     card = ModelCard(readme)
-    got = {r.dataset_name: r.metric_value for r in card.data.eval_results}
-    assert got == {name: pytest.approx(R[-1][j]) for j, name in enumerate(names)}
-    assert {r.metric_type for r in card.data.eval_results} == {"accuracy"}
+    # model-index: one Hub dataset (Split-MNIST's tasks all come from ylecun/mnist's test split), the task in the
+    # metric's name -- never task names as dataset configs, never a made-up split
+    got = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert got == {f"final accuracy on task {name} (after all {len(names)} tasks)": pytest.approx(R[-1][j])
+                   for j, name in enumerate(names)}
+    assert {(r.metric_type, r.dataset_type, r.dataset_split, r.dataset_config) for r in card.data.eval_results} == {
+        ("accuracy", "ylecun/mnist", "test", None)}
+    assert card.data.datasets == ["ylecun/mnist"]
+    from tl_hf.core.card_meta import check_card
+
+    check_card(readme)
     assert {"tl_hf", "continual-learning", res["scenario"].replace("_", "-")} <= set(card.data.tags)
     assert TOKEN not in readme and not TOKEN_LIKE.search(readme.encode())
 
@@ -355,7 +363,7 @@ def test_card_and_offline_push_fail_fast_with_the_model_saved(tmp_path, data_roo
     assert hc.is_offline_mode(), "this test runs with HF_HUB_OFFLINE=1 (conftest)"
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     out = tmp_path / "offline"
-    cfg = _config(tmp_path, out, data_root, pairs="[[0, 1], [2, 3]]", training=f", hub_token: {TOKEN}",
+    cfg = _config(tmp_path, out, data_root, pairs="[[0, 1], [2, 3]]",
                   extra="hub: {push: true, repo_id: me/cl-offline}\nllrd: {decay: 0.8}")
     t0 = time.monotonic()
     assert main(["run", str(cfg)]) == 2

@@ -1,5 +1,6 @@
-"""Whether the Hugging Face Hub may and can be reached, and what a Hub repo id looks like: the one rule that model
-loading, Hub datasets and pushes share."""
+"""Whether the Hugging Face Hub may and can be reached, what a Hub repo id looks like, and which tokens this process
+knows (to keep them out of everything written): the one rule that model loading, Hub datasets, cards and pushes
+share."""
 
 from __future__ import annotations
 
@@ -7,9 +8,36 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-__all__ = ["endpoint", "hub_reachable", "is_hub_id", "offline", "unreachable_reason"]
+from typing import Iterable
+
+from tl_hf._errors import REDACTED, redact_token_like
+
+__all__ = ["endpoint", "hub_reachable", "is_hub_id", "known_tokens", "offline", "scrub_tokens", "unreachable_reason"]
 
 _TRUE = ("1", "true", "yes", "on")
+_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_HUB_TOKEN")
+
+
+def known_tokens(extra: Iterable[str | None] = ()) -> list[str]:
+    """The Hub tokens this process knows: ``extra``, ``$HF_TOKEN`` (and its older names), the saved login; longest
+    first (so that a token containing another one is replaced whole)."""
+    found: list[str | None] = list(extra)
+    found += [os.environ.get(k) for k in _TOKEN_ENV]
+    try:  # the token saved by `hf auth login` (a local file read, no network)
+        from huggingface_hub import get_token
+
+        found.append(get_token())
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+    return sorted({t for t in found if isinstance(t, str) and len(t) >= 8}, key=len, reverse=True)
+
+
+def scrub_tokens(text: str, tokens: Iterable[str] = ()) -> str:
+    """``text`` with every given token value and anything shaped like a Hugging Face token replaced by
+    ``<redacted>``."""
+    for t in sorted({t for t in tokens if t}, key=len, reverse=True):
+        text = text.replace(t, REDACTED)
+    return redact_token_like(text)
 
 
 def offline() -> bool:

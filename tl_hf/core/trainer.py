@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from transformers import Trainer
 
-from tl_hf._errors import did_you_mean
+from tl_hf._errors import did_you_mean, hub_token_refused
 from tl_hf.core.averaging import AveragingConfig, WeightAverager, WeightAveragingCallback
 from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback, GroupLRRecorder, RegularizerBinder
 from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
@@ -86,6 +86,11 @@ class TransferTrainer(Trainer):
             if self.averaging.enabled else None
         self._micro_index = 0
         self.stop_on_non_finite = stop_on_non_finite
+        if getattr(args, "hub_token", None):
+            raise ValueError(hub_token_refused("TrainingArguments.hub_token"))
+        #: defaults for :meth:`create_model_card` (``dataset``, ``dataset_name``, ``base_model``, ``results``, ...),
+        #: used by every path that writes the card (``push_to_hub()``, ``push_to_hub=True``)
+        self.card_info: dict[str, Any] = {}
         if not self.freezing.is_dynamic:
             # static policies are applied before the Trainer (and DDP) sees the model: frozen weights are excluded
             # from DDP's reducer, and backward stops at the lowest trainable depth.
@@ -216,14 +221,13 @@ class TransferTrainer(Trainer):
             store = self._feature_train_store or self._feature_store("train", self.train_dataset)
             with self.feature_cache.replay(store, idx, inputs):
                 return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        extra = model.training and bool(self.regularizers)
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs or extra,
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
-        if not extra:
+        if not model.training or not self.regularizers:
             return result
-        loss, outputs = result
+        loss, outputs = result if return_outputs else (result, None)
         step = StepContext(self.state.global_step, self._micro_index, self.args.process_index, self.data_collator,
-                           self._prepare_inputs, self.accelerator.unwrap_model, outputs)
+                           self._prepare_inputs, self.accelerator.unwrap_model)
         for r in self.regularizers:
             if r.active:
                 extra = r.extra_loss(model, inputs, step)
@@ -362,6 +366,17 @@ class TransferTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
         with self.averager.swapped():
             return super().evaluate(*args, **kwargs)
+
+    # -- model card -----------------------------------------------------------------------------------------------
+    def create_model_card(self, **kwargs) -> None:
+        """The Trainer's card plus the transfer-learning section and Hub-valid metadata
+        (:func:`tl_hf.core.model_card.write_transfer_card`); ``kwargs`` override :attr:`card_info`. This is what
+        ``push_to_hub()`` writes and uploads."""
+        if not self.is_world_process_zero():
+            return
+        from tl_hf.core.model_card import write_transfer_card
+
+        write_transfer_card(self, super().create_model_card, **{**self.card_info, **kwargs})
 
     # -- logging --------------------------------------------------------------------------------------------------
     @property

@@ -7,7 +7,8 @@
   of a continual-learning run, built from its summary.
 * :func:`push` / :func:`push_folder` (:mod:`tl_hf.hub.publish`) -- pushes that fail fast with
   :class:`HubUnavailableError` when the Hub cannot be reached (the model stays saved locally).
-* :func:`scrub_tokens` / :class:`TokenLeakError` (:mod:`tl_hf.hub.tokens`) -- no card or upload ever carries a token.
+* :func:`scrub_tokens` / :class:`TokenLeakError` (:mod:`tl_hf.hub.tokens`) -- no card or upload ever carries a token
+  (`TrainingArguments.hub_token` is refused; tokens come from `$HF_TOKEN` or `hf auth login`).
 """
 
 from tl_hf.hub.cards import SECTION_END, SECTION_START, transfer_card_section, write_model_card

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tl_hf._hub_access import is_hub_id
-from tl_hf.hub.cards import freezing_lines, llrd_lines
-from tl_hf.hub.tokens import known_tokens, scrub_tokens
+from tl_hf._hub_access import known_tokens, scrub_tokens
+from tl_hf.core.card_meta import base_model_id, check_card, hub_dataset_id
+from tl_hf.core.model_card import freezing_lines, llrd_lines
 from tl_hf.regularizers.base import card_code, card_tags_of, card_value
 
 __all__ = ["CONTINUAL_SECTION_END", "CONTINUAL_SECTION_START", "continual_card_section", "write_continual_model_card"]
@@ -149,6 +149,26 @@ def _continual_tags(summary: Mapping[str, Any], regularizers, llrd, freezing) ->
     return list(dict.fromkeys(tags))
 
 
+def _evals(summary: Mapping[str, Any], names: list[str], kind_task: str) -> list:
+    """``model-index`` results: each task's final accuracy, on the Hub dataset it comes from (tasks without a Hub
+    dataset id are left out; the task is named in the metric's name, since one dataset may hold several tasks)."""
+    from huggingface_hub import EvalResult
+
+    R = summary.get("R") or []
+    tasks = {t.get("name"): t for t in summary.get("tasks") or []}
+    out = []
+    for j, name in enumerate(names):
+        final = R[-1][j] if R else None
+        dataset = hub_dataset_id(tasks.get(name, {}).get("dataset"))
+        if final is None or not math.isfinite(float(final)) or dataset is None:
+            continue
+        out.append(EvalResult(task_type=kind_task, dataset_type=dataset, dataset_name=dataset.split("/")[-1],
+                              dataset_split="test" if summary.get("kind") == "mnist" else None,
+                              metric_type="accuracy", metric_value=float(final),
+                              metric_name=f"final accuracy on task {name} (after all {len(names)} tasks)"))
+    return out
+
+
 def write_continual_model_card(folder: str, summary: Mapping[str, Any], *, model_name: str | None = None,
                                token: str | None = None, regularizers: Sequence = (), llrd=None, freezing=None,
                                layer_map=None, learning_rate: float | None = None,
@@ -156,31 +176,20 @@ def write_continual_model_card(folder: str, summary: Mapping[str, Any], *, model
     """Write ``folder/README.md`` for a continual run: YAML metadata (tags, ``model-index`` with the final accuracy
     on every task), a short introduction and :func:`continual_card_section`. Works offline; never writes a token (known
     token values and anything shaped like ``hf_...`` become ``<redacted>``). Returns the path."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     names = [str(x) for x in summary.get("task_names", [])]
-    R = summary.get("R") or []
     kind_task = "image-classification" if summary.get("kind") == "mnist" else "text-classification"
     model_name = model_name or Path(os.path.abspath(folder)).name
-    tasks = {t.get("name"): t for t in summary.get("tasks") or []}
-    evals = []
-    for j, name in enumerate(names):
-        final = R[-1][j] if R else None
-        if final is None or not math.isfinite(float(final)):
-            continue
-        # dataset_config = the task: model-index groups results by (task, dataset type, config, split), and two
-        # tasks may come from one dataset (Split-MNIST: all of them)
-        evals.append(EvalResult(task_type=kind_task, dataset_type=str(tasks.get(name, {}).get("dataset") or name),
-                                dataset_name=name, dataset_config=name, dataset_split="eval", metric_type="accuracy",
-                                metric_name=f"final accuracy on {name} (after all {len(names)} tasks)",
-                                metric_value=float(final)))
     model = summary.get("model")
+    base = summary.get("base_model") or (base_model_id(model) if isinstance(model, str) and
+                                         (os.path.exists(model) or "/" in model) else None)
     is_hf = os.path.exists(os.path.join(folder, "config.json"))
+    evals = _evals(summary, names, kind_task)
     data = ModelCardData(
         model_name=model_name, tags=_continual_tags(summary, regularizers, llrd, freezing),
         library_name="transformers" if is_hf else None, pipeline_tag=kind_task if is_hf else None,
-        base_model=model if is_hub_id(model, namespace=True) and not os.path.exists(model) else None,
-        eval_results=evals or None)
+        base_model=base, datasets=sorted({e.dataset_type for e in evals}) or None, eval_results=evals or None)
     section = continual_card_section(summary, regularizers=regularizers, llrd=llrd, freezing=freezing,
                                      layer_map=layer_map, learning_rate=learning_rate, weight_decay=weight_decay)
     acc = summary.get("ACC")
@@ -191,7 +200,8 @@ def write_continual_model_card(folder: str, summary: Mapping[str, Any], *, model
         intro += (" The weights are a plain PyTorch state dict (`model.safetensors`) of `tl_hf.continual.SmallMLP`; "
                   "load them with `safetensors.torch.load_model`.")
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{intro}\n\n{section}")
-    content = scrub_tokens(str(card), known_tokens(None, [token]))
+    content = scrub_tokens(str(card), known_tokens([token]))
+    check_card(content)
     path = os.path.join(folder, "README.md")
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, "_tmp_README.md")

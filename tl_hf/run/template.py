@@ -192,7 +192,7 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
                                         eval_dataset=built.eval_dataset, extra=built.results)
     if save:
         trainer.save_model()
-        write_card(trainer, built.dataset_name, evaluated)
+        write_card(trainer, cfg, built.dataset_name, evaluated)
     results: dict[str, Any] = {**train_result.metrics, **evaluated, "wall_time_s": round(time.perf_counter() - start,
                                                                                           1)}
     if args.should_save:

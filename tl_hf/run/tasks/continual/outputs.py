@@ -88,13 +88,17 @@ def _save_model(model, tokenizer, mdir: str) -> None:
 
 
 def _card_task(info: dict, d: ContinualDataConfig, source: TextSource | None) -> dict:
-    """A task's entry of the model card: ``dataset`` (an id: built-in name, file name, ``mnist``) and ``data``."""
+    """A task's entry of the model card: ``dataset`` (its Hub id, for a built-in dataset) and ``data`` (what it is)."""
+    from tl_hf.run.outputs import DATASET_HUB_IDS
+
     if d.kind == "mnist":
-        return {**info, "dataset": "mnist", "data": "MNIST t10k digits " + ", ".join(str(x) for x in info["digits"])}
+        return {**info, "dataset": DATASET_HUB_IDS["mnist"],
+                "data": "MNIST t10k digits " + ", ".join(str(x) for x in info["digits"])}
     if source is not None and source.data.dataset:
-        return {**info, "dataset": source.data.dataset, "data": f"built-in `{source.data.dataset}`"}
+        return {**info, "dataset": DATASET_HUB_IDS.get(source.data.dataset),
+                "data": f"built-in `{source.data.dataset}`"}
     name = os.path.basename(str(source.data.train_file)) if source is not None else info["name"]
-    return {**info, "dataset": name, "data": f"file `{name}`"}
+    return {**info, "dataset": None, "data": f"file `{name}`"}
 
 
 def _write_card(cfg: RunConfig, results: dict, prep: Prepared, runner, args, mdir: str, *, llrd, freezing, lmap,
@@ -112,8 +116,13 @@ def _write_card(cfg: RunConfig, results: dict, prep: Prepared, runner, args, mdi
         from tl_hf.continual.tasks import task_slug
 
         summary["heads"] = [f"heads/{task_slug(name)}.safetensors" for name in runner.heads]
+    from tl_hf.run.models import hub_origin
+
+    base = hub_origin(cfg.model.name_or_path)
+    if base:
+        summary["base_model"] = base
     name = cfg.hub.repo_id.split("/")[-1] if cfg.hub.repo_id else os.path.basename(os.path.normpath(args.output_dir))
-    return write_continual_model_card(mdir, summary, model_name=name, token=cfg.training.get("hub_token"),
+    return write_continual_model_card(mdir, summary, model_name=name,
                                       regularizers=runner.regularizers, llrd=llrd, freezing=freezing,
                                       layer_map=lmap, learning_rate=args.learning_rate,
                                       weight_decay=args.weight_decay)
@@ -150,8 +159,7 @@ def _push(cfg: RunConfig, mdir: str, result, results: dict, out: str, state_dir:
     extra = {"heads": os.path.join(out, "heads")} if result.heads else None
     n, acc = len(results["task_names"]), results["ACC"]
     try:
-        commit = push_folder(mdir, repo_id=cfg.hub.repo_id, private=cfg.hub.private,
-                             token=cfg.training.get("hub_token"), extra_folders=extra,
+        commit = push_folder(mdir, repo_id=cfg.hub.repo_id, private=cfg.hub.private, extra_folders=extra,
                              commit_message=f"tl_hf continual run: {n} tasks ({cfg.data.scenario}), ACC {acc:.4f}")
     except HubUnavailableError as exc:
         raise HubUnavailableError(f"{exc}; or rerun this config then: the finished run is restored from "
