@@ -148,33 +148,6 @@ def test_push_offline_fails_fast_and_keeps_the_model(tmp_path, tiny_model_dir, t
     assert time.monotonic() - t < 60
 
 
-def test_offline_metrics_follow_the_evaluate_interface():
-    import sklearn.metrics as sk
-
-    from tl_hf.run import metrics
-
-    preds, refs = [0, 2, 1, 2, 2, 0, 1], [0, 1, 1, 2, 0, 0, 2]
-    acc = metrics.load("accuracy")
-    acc.add_batch(predictions=preds[:3], references=refs[:3])
-    acc.add_batch(predictions=preds[3:], references=refs[3:])
-    assert acc.compute() == {"accuracy": pytest.approx(sk.accuracy_score(refs, preds))}
-    f1 = metrics.load("f1")
-    assert f1.compute(predictions=preds, references=refs)["f1"] == pytest.approx(sk.f1_score(refs, preds,
-                                                                                               average="macro"))
-    assert f1.compute(predictions=preds, references=refs, average="micro")["f1"] == pytest.approx(
-        sk.f1_score(refs, preds, average="micro"))
-    per = metrics.load("recall").compute(predictions=preds, references=refs, average=None)["recall"]
-    assert per == pytest.approx(list(sk.recall_score(refs, preds, average=None)))
-    both = metrics.combine(["accuracy", "confusion_matrix"]).compute(predictions=preds, references=refs)
-    assert both["confusion_matrix"] == sk.confusion_matrix(refs, preds).tolist()
-    with pytest.raises(ValueError, match="unknown offline metric 'bleu'"):
-        metrics.load("bleu")
-    import numpy as np
-
-    out = metrics.compute_metrics((np.eye(3)[preds], np.array(refs)))
-    assert out["precision_class2"] == pytest.approx(sk.precision_score(refs, preds, average=None)[2])
-
-
 def test_regularizer_values_in_yaml_are_typed(tmp_path, tiny_model_dir, tiny_data):  # noqa: F811
     cfg = _tiny_run_config(tmp_path, tiny_model_dir, tiny_data)
     cfg.write_text(cfg.read_text() + "regularizers: [{name: ewc, lambda: 1e5, num_samples: 1e2}]\n")

@@ -64,7 +64,7 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
         pred = trainer.predict(eval_dataset, metric_key_prefix="eval")
         metrics = dict(pred.metrics)
         metrics["eval_samples"] = len(eval_dataset)
-        trainer.log_metrics("eval", metrics)
+        trainer.log_metrics("eval", numeric(metrics))  # its table prints numbers only; a metric may give lists
         results.update(metrics)
         pred_ids, labels = predictions_from_logits(pred.predictions), np.asarray(pred.label_ids)
     if not trainer.args.should_save:

@@ -16,8 +16,9 @@ from tl_hf.core.freezing import FreezingConfig
 from tl_hf.core.optim import LLRDConfig
 from tl_hf.run.data.text import DataConfig
 
-__all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "HubConfig", "ModelConfig", "NON_MAPPING_SECTIONS",
-           "PeftSectionConfig", "RunConfig", "SECTIONS", "SECTION_TYPES", "STRATEGY_MODES", "StrategyConfig",
+__all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "EvaluationConfig", "HubConfig", "ModelConfig",
+           "NON_MAPPING_SECTIONS", "PeftSectionConfig", "RunConfig", "SECTIONS", "SECTION_TYPES", "STRATEGY_MODES",
+           "StrategyConfig",
            "TRAINING_DEFAULTS"]
 
 
@@ -128,6 +129,38 @@ class HubConfig:
             raise ConfigError("hub.push is true but hub.repo_id is not set (e.g. hub.repo_id=user/my-model)")
 
 
+@dataclass
+class EvaluationConfig:
+    """Evaluate metrics of the eval set, on top of the defaults (accuracy, f1_micro / f1_macro, precision_macro,
+    recall_macro, f1 for binary tasks, per-class precision / recall), which are always computed."""
+
+    metrics: list[str | dict] = field(default_factory=list, metadata={
+        "help": "evaluate metrics computed on the class ids of the whole (gathered) eval set, each a name or "
+                "{name: NAME, ARG: VALUE} with compute() arguments (e.g. {name: f1, average: macro}). tl_hf ships "
+                "accuracy, precision, recall, f1 and confusion_matrix (offline); any other name (e.g. "
+                "matthews_correlation) or a metric script path goes to evaluate.load (the Hub, or the HF cache). "
+                "Loaded and checked before training; a key shared with the defaults takes the metric's value."})
+
+    def __post_init__(self) -> None:
+        seen = set()
+        for i, entry in enumerate(self.metrics):
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"evaluation.metrics[{i}] must be a metric name or a mapping with a name, e.g. "
+                                  f"{{name: f1, average: macro}}; got {entry!r}")
+            if isinstance(entry, dict) and not all(isinstance(k, str) for k in entry):
+                raise ConfigError(f"evaluation.metrics[{i}] ({name}): argument names must be strings, got {entry!r}")
+            if name in seen:
+                raise ConfigError(f"evaluation.metrics lists {name!r} twice; keep one entry per metric (their "
+                                  "results would share keys)")
+            seen.add(name)
+
+    def metric_specs(self) -> list[tuple[str, dict]]:
+        """``(name, compute kwargs)`` per configured metric."""
+        return [(e["name"], {k: v for k, v in e.items() if k != "name"}) if isinstance(e, dict) else (e, {})
+                for e in self.metrics]
+
+
 # TrainingArguments defaults that suit this toolkit better (each can be overridden in the file or on the command line)
 TRAINING_DEFAULTS: dict[str, Any] = {"output_dir": "outputs/run", "report_to": "none", "save_strategy": "no"}
 
@@ -153,6 +186,8 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig, metadata={
         "help": "manual, or auto: choose freezing + LLRD from the data size."})
     hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Push to the Hub after training."})
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={
+        "help": "Extra evaluate metrics of the eval set (evaluation.metrics)."})
 
     @property
     def seed(self) -> int:
@@ -175,8 +210,9 @@ class RunConfig:
 
 
 SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "regularizers", "early_stopping", "peft",
-            "strategy", "hub")
+            "strategy", "hub", "evaluation")
 SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
                                   "freezing": FreezingConfig, "early_stopping": EarlyStoppingConfig,
-                                  "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig}
+                                  "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig,
+                                  "evaluation": EvaluationConfig}
 NON_MAPPING_SECTIONS = ("task", "regularizers")

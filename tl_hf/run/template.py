@@ -110,16 +110,26 @@ def callbacks_for(cfg: RunConfig) -> list:
 
 
 def build_trainer(cfg: RunConfig, model, args, *, llrd, freezing, train_dataset, eval_dataset, data_collator,
-                  processing_class=None):
-    """The recipes' :class:`~tl_hf.TransferTrainer`: offline metrics, the config's regularizers and callbacks."""
-    from tl_hf.run.metrics import compute_metrics
+                  processing_class=None, compute_metrics=None):
+    """The recipes' :class:`~tl_hf.TransferTrainer`: ``compute_metrics`` (default: the config's
+    :class:`~tl_hf.run.metrics.RunMetrics`), the config's regularizers and callbacks."""
     from tl_hf.core.trainer import TransferTrainer
+
+    if compute_metrics is None:
+        compute_metrics = _run_metrics(cfg)
 
     return TransferTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         processing_class=processing_class, data_collator=data_collator, compute_metrics=compute_metrics,
         llrd=llrd, freezing=freezing, regularizers=[dict(r) for r in cfg.regularizers], callbacks=callbacks_for(cfg),
     )
+
+
+def _run_metrics(cfg: RunConfig):
+    """The run's ``compute_metrics``: the default keys plus ``evaluation.metrics`` (each loaded now)."""
+    from tl_hf.run.metrics import RunMetrics
+
+    return RunMetrics(cfg.evaluation.metric_specs())
 
 
 @dataclass
@@ -170,14 +180,16 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
     start = time.perf_counter()
     args = build_training_args(cfg)  # validate TrainingArguments before any slow step
     checked = task.check(cfg, args)
+    metrics = _run_metrics(cfg)  # loads every configured metric: a missing one fails before any output or training
     transformers.set_seed(args.seed)
     last_checkpoint = detect_last_checkpoint(args, log)
     built = task.build(cfg, args, checked, log)
+    metrics.check(len(built.label_names))
     llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), get_layer_map(built.model).num_blocks, log)
     model = maybe_wrap_peft(built.model, cfg, task_type=task.peft_task_type)
     trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=built.train_dataset,
                             eval_dataset=built.eval_dataset, data_collator=built.data_collator,
-                            processing_class=built.processing_class)
+                            processing_class=built.processing_class, compute_metrics=metrics)
     log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
         f"{built.summary}")

@@ -1,0 +1,7 @@
+"""F1 of single-label classification, scikit-learn's ``average`` semantics (tl_hf's packaged evaluate module)."""
+
+from tl_hf.run.metrics import base
+
+
+class F1(base.ScoreMetric):
+    NAME = "f1"
