@@ -42,6 +42,7 @@ from tl_hf.continual.resume import ResumableRun
 from tl_hf.continual.tasks import (ContinualResult, Scenario, Task, check_label_sets, check_scenario, task_dir_name,
                                    task_labels, task_slug)
 from tl_hf.core.device import has_accelerator
+from tl_hf.core.progress import progress_bar, progress_bars
 from tl_hf.core.state import atomic_write_json
 from tl_hf.regularizers import Regularizer, build_regularizer
 from tl_hf.regularizers.replay import Replay, check_replay_budget, check_replay_scenario
@@ -81,7 +82,8 @@ class ContinualRunner(ResumableRun):
         head_patterns: regexes of the head's parameter names (task-incremental), default ``classifier.``.
         num_labels: the head's output size; default ``model.config.num_labels``, else the out-size of the head.
         data_collator: for evaluation, the Fisher pass and the Trainer (default ``default_data_collator``).
-        eval_batch_size: batch size of the accuracy evaluation.
+        eval_batch_size: batch size of the accuracy evaluation (``Trainer.predict``, per device), unless the training
+            arguments set ``per_device_eval_batch_size``.
         save_regularizer_state: also write every regularizer's state after each task (``<task dir>/regularizers``).
         plot: write ``accuracy_matrix.png`` (needs matplotlib).
         state_dir: make the run resumable (see the module docstring): ``run.json`` (what the run is) and, after each
@@ -142,6 +144,7 @@ class ContinualRunner(ResumableRun):
         self._restored: tuple[int, list, list] | None = None  # (finished tasks, R, train metrics) once restored
         self.task_callbacks = task_callbacks
         self.on_task_end = on_task_end
+        self._trainer = None  # the last task's trainer: evaluation (Trainer.predict) and the trackers (report_to)
 
     # -- validation -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -243,7 +246,7 @@ class ContinualRunner(ResumableRun):
         from transformers import TrainingArguments
 
         kw = self.training_args(k, task) if callable(self.training_args) else self.training_args
-        kw = {**_DEFAULT_ARGS, **dict(kw)}
+        kw = {**_DEFAULT_ARGS, "per_device_eval_batch_size": self.eval_batch_size, **dict(kw)}
         if "use_cpu" not in kw:  # CPU-only machine: use_cpu=True (it is also what enables DDP over gloo there)
             kw["use_cpu"] = not has_accelerator()
         kw["output_dir"] = os.path.join(self.output_dir, task_dir_name(k, task.name))
@@ -266,8 +269,10 @@ class ContinualRunner(ResumableRun):
         for k in range(start, n):
             args = self._args_for(k, self.tasks[k])
             train_metrics.append(self._train_task(k, args))
-            self._end_task(k, args)
-            R[k][: k + 1] = self._evaluate_seen(k)
+            with progress_bars(not args.disable_tqdm):
+                self._end_task(k, args)
+                R[k][: k + 1] = self._evaluate_seen(k)
+            self._log_row(k, R)
             if self.state_dir is not None and args.should_save:
                 self._save_state(k, R, train_metrics)
             if self.on_task_end is not None:
@@ -295,7 +300,7 @@ class ContinualRunner(ResumableRun):
             kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + extra
         trainer = TransferTrainer(self.model, args, train_dataset=task.train, regularizers=active, **kwargs)
         out = trainer.train(resume_from_checkpoint=resume)
-        self.model = trainer.model
+        self.model, self._trainer = trainer.model, trainer
         return {key: float(v) for key, v in out.metrics.items() if isinstance(v, (int, float))}
 
     def _end_task(self, k: int, args) -> None:
@@ -311,7 +316,7 @@ class ContinualRunner(ResumableRun):
     def _evaluate_seen(self, k: int) -> list[float]:
         """Accuracy on tasks ``0..k`` after training task ``k`` (row ``k`` of ``R``), each with its own head."""
         row = []
-        for j in range(k + 1):
+        for j in progress_bar(range(k + 1), desc=f"evaluating after task {k + 1}", unit="task"):
             self._use_task_head(j)
             allowed = self.task_labels[j] if self.scenario == "task_incremental" else None
             row.append(self.evaluate(self.tasks[j].eval, allowed))
@@ -319,6 +324,18 @@ class ContinualRunner(ResumableRun):
         names = [t.name for t in self.tasks]
         logger.info("after task %d: %s", k + 1, " ".join(f"acc[{names[j]}]={row[j]:.2f}" for j in range(k + 1)))
         return row
+
+    def _log_row(self, k: int, R) -> None:
+        """Row ``k`` of ``R`` and ACC / BWT over the tasks so far, to the task's trackers (``report_to``) as
+        ``eval/continual/accuracy/<task>``, ``eval/continual/ACC``, ``eval/continual/BWT``."""
+        if self._trainer is None:
+            return
+        names = [t.name for t in self.tasks]
+        logs = {f"eval_continual/accuracy/{names[j]}": float(R[k][j]) for j in range(k + 1)}
+        m = accuracy_matrix_metrics([row[: k + 1] for row in R[: k + 1]])
+        logs.update({f"eval_continual/{key}": float(m[key]) for key in ("ACC", "BWT", "avg_forgetting")
+                     if m[key] is not None})
+        self._trainer.log(logs)
 
     def _write_outputs(self, R, train_metrics) -> ContinualResult:
         """The metrics, per-task heads, ``accuracy_matrix.png`` and ``accuracy_matrix.json``."""
@@ -353,34 +370,37 @@ class ContinualRunner(ResumableRun):
         return ContinualResult(R=R, task_names=names, scenario=self.scenario, metrics=metrics, json_path=json_path,
                                png_path=png, train_metrics=train_metrics, heads=self.heads)
 
-    @torch.no_grad()
     def evaluate(self, dataset, allowed: Sequence[int] | None = None) -> float:
         """Accuracy of the model (as it is now: the caller swaps the head in) on ``dataset``. ``allowed``: the only
-        outputs a prediction may pick (task-incremental: the task's own labels, since its head may be wider)."""
-        model = self.model
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
-                                             collate_fn=self.data_collator)
-        correct = total = 0
-        try:
-            for batch in loader:
-                labels = batch["labels"]
-                inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
-                out = model(**inputs)
-                logits = out["logits"] if isinstance(out, dict) or hasattr(out, "keys") else \
-                    (out[0] if isinstance(out, (tuple, list)) else out)
-                if allowed is not None:
-                    mask = torch.full_like(logits, float("-inf"))
-                    mask[..., list(allowed)] = 0.0
-                    logits = logits + mask
-                pred = logits.argmax(-1).cpu()
-                correct += int((pred == labels.view(-1)).sum())
-                total += labels.numel()
-        finally:
-            model.train(was_training)
-        return correct / total
+        outputs a prediction may pick (task-incremental: the task's own labels, since its head may be wider).
+
+        Runs ``Trainer.predict`` of the last task's trainer: its device, precision (bf16/fp16) and, under several
+        processes, each rank predicting its share and the logits gathered. Every process must call it."""
+        import numpy as np
+
+        out = self._predictor().predict(dataset)
+        logits = out.predictions[0] if isinstance(out.predictions, (tuple, list)) else out.predictions
+        labels = out.label_ids
+        if labels is None:
+            raise ValueError("continual evaluation needs a 'labels' column in every eval set (Trainer.predict "
+                             "returned no label_ids)")
+        logits = np.asarray(logits, dtype=np.float64)
+        if allowed is not None:
+            blocked = np.ones(logits.shape[-1], dtype=bool)
+            blocked[list(allowed)] = False
+            logits[..., blocked] = -np.inf
+        labels = np.asarray(labels).reshape(-1)
+        return float((logits.argmax(-1).reshape(-1) == labels).sum()) / labels.size
+
+    def _predictor(self):
+        """The trainer that predicts: the last task's, else (no task trained in this process) a plain Trainer with
+        the runner's arguments."""
+        if self._trainer is not None and self._trainer.model is self.model:
+            return self._trainer
+        from transformers import Trainer
+
+        k = len(self.tasks) - 1
+        return Trainer(self.model, self._args_for(k, self.tasks[k]), data_collator=self.data_collator)
 
 
 def run_continual(model, tasks: Sequence[Task], **kwargs) -> ContinualResult:

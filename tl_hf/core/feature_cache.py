@@ -54,6 +54,7 @@ from torch.utils import _pytree as pytree
 
 from tl_hf._errors import one_line
 from tl_hf.core.feature_store import _FIX, FeatureStore, Spans, _err
+from tl_hf.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ class FeatureCache:
             # the DataLoader draws a seed from the global RNG: fork it so the training run's RNG stream is untouched
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 model.eval()
-                for batch in batches:
+                for batch in progress_bar(batches, desc=f"feature cache ({what})", unit="batch"):
                     batch = dict(batch)
                     idx = batch.pop(INDEX_KEY).tolist()
                     inputs = prepare(batch)

@@ -18,6 +18,7 @@ from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
+from tl_hf.core.progress import progress_bars
 from tl_hf.core.reinit import ReinitConfig, reinit_top_blocks
 from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, validate_checkpoint
 from tl_hf.regularizers import Regularizer, StepContext, build_regularizer
@@ -73,9 +74,11 @@ class TransferTrainer(Trainer):
                              "to choose the optimizer class instead of optimizers=(opt, sched)")
         self.llrd = _coerce(llrd, LLRDConfig, "llrd") or LLRDConfig(decay=1.0)
         self.freezing = _coerce(freezing, FreezingConfig, "freezing") or FreezingConfig()
-        self.layer_map = get_layer_map(model, layer_map)
-        self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
         self.reinit = _coerce(reinit, ReinitConfig, "reinit") or ReinitConfig()
+        # a model outside the architecture table needs a map only for what uses depths; without that it trains
+        # like under Trainer, every parameter at one depth (get_layer_map logs it)
+        self.layer_map = get_layer_map(model, layer_map, uses=depth_uses(self.llrd, self.freezing, self.reinit))
+        self.layer_map.assign(model)  # every parameter must have a depth before anything else happens
         if self.reinit.enabled:  # before training; a resume then loads the checkpoint's weights over it
             reinit_top_blocks(model, self.reinit.top_k, pooler=self.reinit.pooler, seed=self.reinit.seed,
                               layer_map=self.layer_map)
@@ -128,7 +131,7 @@ class TransferTrainer(Trainer):
             self.add_callback(FeatureCacheBuilder(self._build_train_features))
 
     def _log_setup(self, model) -> None:
-        if self.layer_map.note:
+        if self.layer_map.note and self.layer_map.source == "builtin":  # get_layer_map logged the others
             logger.info("layer map (%s): %s", self.layer_map.model_type, self.layer_map.note)
         pre_frozen = len(self.freezer.params) - len(self.freezer.base_trainable)
         if pre_frozen and self.freezing.policy != "full" and not hasattr(model, "peft_config"):
@@ -303,9 +306,10 @@ class TransferTrainer(Trainer):
         check_deterministic_data(ds, collate, what)
         loader = DataLoader(ds, batch_size=self.args.eval_batch_size, shuffle=False, collate_fn=collate,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
-        return self.feature_cache.build(key, dataset, loader, prepare=self._prepare_inputs,
-                                        context=self.compute_loss_context_manager, what=what,
-                                        collate_one=lambda i: collate([ds[i]]))
+        with progress_bars(not self.args.disable_tqdm):
+            return self.feature_cache.build(key, dataset, loader, prepare=self._prepare_inputs,
+                                            context=self.compute_loss_context_manager, what=what,
+                                            collate_one=lambda i: collate([ds[i]]))
 
     def _get_train_sampler(self, train_dataset=None):
         from tl_hf.core.feature_cache import IndexedDataset
@@ -357,8 +361,9 @@ class TransferTrainer(Trainer):
             pass
         amp = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
         kwargs.setdefault("autocast_dtype", amp)  # the Fisher sees the model as training does; sums stay fp32
-        for r in self.regularizers:
-            r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
+        with progress_bars(not self.args.disable_tqdm):  # the Fisher pass shows a bar on the local main process
+            for r in self.regularizers:
+                r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
@@ -454,6 +459,23 @@ class TransferTrainer(Trainer):
             self.freezer.phase = None
         if self.averager is not None:
             self.averager.load(resume_from_checkpoint)
+
+
+def depth_uses(llrd: LLRDConfig, freezing: FreezingConfig, reinit: ReinitConfig | None = None) -> list[str]:
+    """What in this setup needs the depth of every parameter (a layer map): LLRD with decay < 1 or a head lr,
+    non-``full`` freezing, feature caching, re-initialised top blocks. Empty: any model trains, at one depth."""
+    uses = []
+    if llrd.decay < 1:
+        uses.append(f"llrd.decay={llrd.decay}")
+    if llrd.head_lr is not None:
+        uses.append("llrd.head_lr")
+    if freezing.policy != "full":
+        uses.append(f"freezing.policy={freezing.policy}")
+    if freezing.cache_features:
+        uses.append("freezing.cache_features")
+    if reinit is not None and reinit.enabled:
+        uses.append("reinit")
+    return uses
 
 
 def _build_regularizers(specs) -> list[Regularizer]:

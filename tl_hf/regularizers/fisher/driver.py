@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Literal
 
 import torch
 
+from tl_hf.core.progress import progress_bar
 from tl_hf.regularizers.fisher.common import model_inputs, process_share, summed_grads
 from tl_hf.regularizers.fisher.hooks import HookFisher, Unsupported
 from tl_hf.regularizers.fisher.vmap import per_example_vmap
@@ -63,6 +64,7 @@ def estimate_fisher(
     was_training = model.training
     saved_flags = {n: p.requires_grad for n, p in named.items()}
     model.eval()
+    bar = progress_bar(total=_total_examples(batches, num_samples), desc="Fisher", unit="ex")
     try:
         for n, p in named.items():
             p.requires_grad_(n in run.fisher)
@@ -70,15 +72,26 @@ def estimate_fisher(
         for batch in batches:
             if not run.add_batch(batch, num_samples):
                 break
+            bar.update(run.count - bar.n)
             if progress is not None:
                 progress(run.count)
     finally:
+        bar.close()
         run.close_hooks()
         for n, p in named.items():
             p.requires_grad_(saved_flags[n])
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return run.finish(), run.count
+
+
+def _total_examples(batches, num_samples: int | None) -> int | None:
+    """The examples the pass will see, when known (a DataLoader over a sized dataset, or ``num_samples``)."""
+    n = getattr(getattr(batches, "dataset", None), "__len__", None)
+    n = n() if callable(n) else None
+    if num_samples is None:
+        return n
+    return num_samples if n is None else min(n, num_samples)
 
 
 def _check_options(estimator: str, num_samples: int | None, per_example_impl: str) -> None:
