@@ -169,6 +169,18 @@ def freezing_lines(trainer) -> list[str]:
     return lines
 
 
+def robust_lines(trainer) -> list[str]:
+    """The card's subsection for re-initialised top blocks and weight averaging (empty when neither is used)."""
+    out = []
+    reinit = getattr(trainer, "reinit", None)
+    if reinit is not None and reinit.enabled:
+        out.append(reinit.card_line())
+    averager = getattr(trainer, "averager", None)
+    if averager is not None:
+        out.append(averager.card_line())
+    return ["### Robust fine-tuning", "", *out, ""] if out else []
+
+
 def _peft_lines(model) -> list[str]:
     info = _peft_info(model)
     if info is None:
@@ -234,6 +246,7 @@ def transfer_card_section(trainer, *, dataset_name: str | None = None, results: 
     lines.append("")
     lines += llrd_lines(trainer) + [""]
     lines += freezing_lines(trainer) + [""]
+    lines += robust_lines(trainer)
     regs = list(getattr(trainer, "regularizers", None) or [])
     lines += ["### Forgetting regularizers", ""]
     lines += [r.card_line() for r in regs] if regs else ["- none"]

@@ -41,6 +41,10 @@ class ReinitConfig:
     def enabled(self) -> bool:
         return self.top_k > 0 or self.pooler
 
+    def card_line(self) -> str:
+        return (f"- **re-initialised top blocks** (the model's own `_init_weights`, before training): top k "
+                f"`{self.top_k}`, pooler `{self.pooler}`, seed `{self.seed}`")
+
 
 def _chosen_modules(model: nn.Module, lmap: LayerMap, depths: set[int], pooler: bool) -> list[tuple[str, nn.Module]]:
     """The largest submodules whose parameters all sit at ``depths`` (or under the pooler), in module order."""

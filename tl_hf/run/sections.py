@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_hf._errors import ConfigError, one_line
+from tl_hf.core.averaging import AveragingConfig
 from tl_hf.core.freezing import FreezingConfig
 from tl_hf.core.optim import LLRDConfig
+from tl_hf.core.reinit import ReinitConfig
 from tl_hf.run.data.text import DataConfig
 
 __all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "EvaluationConfig", "HubConfig", "ModelConfig",
@@ -177,6 +179,10 @@ class RunConfig:
         "help": "Layer-wise learning-rate decay (tl_hf.LLRDConfig); decay 1.0 means off."})
     freezing: FreezingConfig = field(default_factory=FreezingConfig, metadata={
         "help": "Freezing policy (tl_hf.FreezingConfig)."})
+    reinit: ReinitConfig = field(default_factory=ReinitConfig, metadata={
+        "help": "Re-initialise the top blocks before fine-tuning (tl_hf.core.reinit.ReinitConfig); top_k 0 = off."})
+    averaging: AveragingConfig = field(default_factory=AveragingConfig, metadata={
+        "help": "EMA / SWA of the trainable weights (tl_hf.core.averaging.AveragingConfig); method none = off."})
     task: str = field(default="text_classification", metadata={"help": "What to run: a registered task name."})
     regularizers: list = field(default_factory=list, metadata={
         "help": "Forgetting regularizers, e.g. [{name: l2sp, alpha: 0.01}] (see tl_hf.regularizers)."})
@@ -209,10 +215,12 @@ class RunConfig:
         return out
 
 
-SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "regularizers", "early_stopping", "peft",
+SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "reinit", "averaging", "regularizers",
+            "early_stopping", "peft",
             "strategy", "hub", "evaluation")
 SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
-                                  "freezing": FreezingConfig, "early_stopping": EarlyStoppingConfig,
+                                  "freezing": FreezingConfig, "reinit": ReinitConfig, "averaging": AveragingConfig,
+                                  "early_stopping": EarlyStoppingConfig,
                                   "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig,
                                   "evaluation": EvaluationConfig}
 NON_MAPPING_SECTIONS = ("task", "regularizers")

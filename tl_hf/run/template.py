@@ -122,6 +122,7 @@ def build_trainer(cfg: RunConfig, model, args, *, llrd, freezing, train_dataset,
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         processing_class=processing_class, data_collator=data_collator, compute_metrics=compute_metrics,
         llrd=llrd, freezing=freezing, regularizers=[dict(r) for r in cfg.regularizers], callbacks=callbacks_for(cfg),
+        reinit=cfg.reinit, averaging=cfg.averaging,
     )
 
 
