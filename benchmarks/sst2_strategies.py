@@ -134,6 +134,7 @@ def report(rows: list[dict]) -> None:
         ax.errorbar([x * (1 + 0.04 * (i - 1.5)) for x in xs], [table[f"{x}/{st}"]["mean"] for x in xs],
                     yerr=[table[f"{x}/{st}"]["std"] for x in xs], marker="o", capsize=3, label=st)
     ax.set_xscale("log")
+    ax.minorticks_off()  # the log axis' own minor labels (6x10^2, ...) would overlap the sizes
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("training examples")
     ax.set_ylabel("SST-2 dev accuracy (%)")

@@ -1,6 +1,7 @@
-"""Writes the example notebooks in this folder (nbformat 4, outputs empty, deterministic cell ids).
+"""Writes the example notebooks in this folder (nbformat 4, deterministic cell ids), executed at their small settings.
 
-    python notebooks/_make_notebooks.py
+    python notebooks/_make_notebooks.py --execute     # what is committed: outputs and plots inline
+    python notebooks/_make_notebooks.py               # sources only, no outputs
 
 Edit the cell sources here, not in the .ipynb files, then rerun this script. The notebooks use only tl_hf's public API
 (``tl_hf``, ``tl_hf.regularizers``, ``tl_hf.continual``, ``tl_hf.run.data.text``, ``tl_hf.run.metrics``).
@@ -49,7 +50,7 @@ assert DATA_ROOT.is_dir(), f"data root {DATA_ROOT} not found: set TL_HF_DATA_ROO
 # Trainer output folders (git-ignored outputs/ by default)
 OUT = Path(os.environ.get("TL_HF_NOTEBOOK_OUTPUT_DIR") or REPO / "outputs" / "notebooks") / __NB_NAME__
 OUT.mkdir(parents=True, exist_ok=True)
-print(f"SMALL={SMALL}  data root: {DATA_ROOT}  outputs: {OUT}")
+print(f"SMALL={SMALL}  data root: {os.path.relpath(DATA_ROOT, REPO)}  outputs: {os.path.relpath(OUT, REPO)}")
 '''
 
 QUIET = '''\
@@ -83,10 +84,12 @@ same rows, for the same number of steps, from the same initial head:
 | full fine-tuning | everything | 5e-5 for every layer |
 | LLRD | everything | 1e-4 at the head, × 0.8 per layer going down (`LLRDConfig(decay=0.8)`) |
 
-`TransferTrainer` logs the learning rate of every depth group as `lr/<group>` in `trainer.state.log_history`, which
-is what the learning-rate plots below are drawn from.
+`TransferTrainer` records the learning rate of every depth group at every optimizer step, warm-up included, in
+`trainer.lr_history` (`log_history` has `lr/<group>` only at the logging steps); the learning-rate plots below are
+drawn from that record.
 
-Set `TL_HF_NOTEBOOK_SMALL=1` for a smoke run (64 rows, 3 steps per strategy: the numbers then mean nothing).'''),
+Set `TL_HF_NOTEBOOK_SMALL=1` for a smoke run (64 rows, 6 steps per strategy, 2 of them warm-up: the numbers then
+mean nothing). The committed outputs come from such a run.'''),
     ("code", SETUP.replace("__NB_NAME__", repr("01_feature_extraction_vs_finetuning_vs_llrd"))),
     ("code", QUIET + '''
 import matplotlib.pyplot as plt
@@ -105,7 +108,7 @@ S = dict(
     n_eval=32 if SMALL else None,        # None: the whole 872-row dev set
     max_length=32 if SMALL else 64,
     batch_size=8 if SMALL else 32,
-    max_steps=3 if SMALL else -1,        # -1: train num_train_epochs
+    max_steps=6 if SMALL else -1,        # -1: train num_train_epochs
     epochs=1,
     logging_steps=1 if SMALL else 5,
     seed=0,
@@ -155,7 +158,7 @@ for label, cfg in STRATEGIES.items():
     args = TrainingArguments(
         output_dir=str(OUT / label.split()[0].lower()), learning_rate=cfg["lr"], max_steps=S["max_steps"],
         num_train_epochs=S["epochs"], per_device_train_batch_size=S["batch_size"], per_device_eval_batch_size=64,
-        lr_scheduler_type="linear", warmup_steps=0 if SMALL else 0.1, weight_decay=0.01,
+        lr_scheduler_type="linear", warmup_steps=2 if SMALL else 0.1, weight_decay=0.01,
         logging_steps=S["logging_steps"], seed=S["seed"], use_cpu=True, report_to="none", save_strategy="no",
         disable_tqdm=True,
     )
@@ -166,7 +169,8 @@ for label, cfg in STRATEGIES.items():
     train_out = trainer.train()
     metrics = trainer.evaluate()
     trainable = {lmap.depth_name(lmap.depth_of(n)) for n, p in model.named_parameters() if p.requires_grad}
-    results[label] = dict(metrics=metrics, history=list(trainer.state.log_history), trainable_groups=trainable,
+    results[label] = dict(metrics=metrics, history=list(trainer.state.log_history), lr=list(trainer.lr_history),
+                          trainable_groups=trainable,
                           trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                           train_seconds=train_out.metrics["train_runtime"])
     print(f"{label:<20} accuracy {metrics['eval_accuracy']:.3f}  macro-F1 {metrics['eval_f1_macro']:.3f}  "
@@ -195,23 +199,24 @@ plt.show()'''),
     ("md", '''\
 ## Learning rate per depth group
 
-From the `lr/<group>` entries of `trainer.state.log_history` (the lr each group's optimizer step actually used).
+From `trainer.lr_history`: the lr each group's optimizer step actually used, at every step, warm-up included (the
+warm-up starts at lr 0, which the log axis leaves out).
 All parameters stay in the optimizer in every strategy, so frozen groups still have an lr; they are drawn faded
 because they get no gradient and never move. With LLRD the groups fan out geometrically (× 0.8 per depth) and the
 linear warmup/decay scales all of them together, keeping the ratios.'''),
     ("code", '''\
-def lr_curves(history):
-    rows = [h for h in history if any(k.startswith("lr/") for k in h)]
-    steps = [h["step"] for h in rows]
-    groups = [k[3:] for k in rows[0] if k.startswith("lr/")]
-    return steps, {g: [h[f"lr/{g}"] for h in rows] for g in groups}
+def lr_curves(lr_history):
+    steps = [h["step"] for h in lr_history]
+    groups = [k[3:] for k in lr_history[0] if k.startswith("lr/")]
+    # lr 0 (the first warm-up step) has no place on a log axis
+    return steps, {g: [h[f"lr/{g}"] or np.nan for h in lr_history] for g in groups}
 
 
 group_order = [lmap.depth_name(d) for d in range(lmap.num_depths)]
 colors = plt.cm.viridis(np.linspace(0, 0.9, len(group_order)))
 fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), sharey=True)
 for ax, (label, r) in zip(axes, results.items()):
-    steps, curves = lr_curves(r["history"])
+    steps, curves = lr_curves(r["lr"])
     for g, c in zip(group_order, colors):
         trains = g in r["trainable_groups"]
         ax.plot(steps, curves[g], marker=".", color=c, alpha=1.0 if trains else 0.25, ls="-" if trains else ":",
@@ -229,8 +234,8 @@ plt.show()
 fig, ax = plt.subplots(figsize=(8, 3.6))
 width = 0.8 / len(results)
 for i, (label, r) in enumerate(results.items()):
-    _, curves = lr_curves(r["history"])
-    peak = [max(curves[g]) if g in r["trainable_groups"] else np.nan for g in group_order]
+    _, curves = lr_curves(r["lr"])
+    peak = [np.nanmax(curves[g]) if g in r["trainable_groups"] else np.nan for g in group_order]
     ax.bar(np.arange(len(group_order)) + (i - (len(results) - 1) / 2) * width, peak, width, label=label)
 ax.set_xticks(range(len(group_order)), group_order, rotation=30)
 ax.set_yscale("log")
@@ -397,18 +402,18 @@ plt.show()'''),
     ("md", '''\
 ## Learning rate per group
 
-Logged `lr/<group>`: LLRD fans the groups out (× `decay` per depth), the linear schedule decays them together, and
+`trainer.lr_history` (every optimizer step): LLRD fans the groups out (× `decay` per depth), the linear schedule decays them together, and
 each newly unfrozen group ramps up over `rewarm_steps` steps. Segments where a group was frozen are drawn faded (it
 had an lr but no gradient).'''),
     ("code", '''\
-rows = [h for h in history if any(k.startswith("lr/") for k in h)]
+rows = trainer.lr_history  # every optimizer step; log_history has lr/<group> only at the logging steps
 lr_steps = np.array([h["step"] for h in rows])
 trained_at = dict(zip(recorder.steps, recorder.depths))
 colors = plt.cm.viridis(np.linspace(0, 0.9, lmap.num_depths))
 fig, ax = plt.subplots(figsize=(8, 4))
 for d, c in zip(range(lmap.num_depths), colors):
     name = lmap.depth_name(d)
-    lr = np.array([h[f"lr/{name}"] for h in rows])
+    lr = np.array([h[f"lr/{name}"] or np.nan for h in rows])  # lr 0 has no place on the log axis
     on = np.array([d in trained_at.get(s, set()) for s in lr_steps])
     ax.plot(lr_steps, np.where(on, np.nan, lr), color=c, alpha=0.25, ls=":")
     ax.plot(lr_steps, np.where(on, lr, np.nan), color=c, marker=".", label=name)
@@ -668,9 +673,68 @@ def build(cells) -> nbformat.NotebookNode:
     return nb
 
 
-def main() -> None:
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop what changes from run to run without changing the result: timings, kernel versions, widget state."""
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec",)}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for out in cell.get("outputs", []):
+            out.get("metadata", {}).pop("needs_background", None)
+            out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookNode:
+    """Run ``nb`` at its small settings (``TL_HF_NOTEBOOK_SMALL=1``) in an IPython kernel on this interpreter, from
+    this folder, with outputs in the git-ignored ``outputs/notebooks``."""
+    import json
+    import os
+    import sys
+    import tempfile
+
+    import nbclient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "kernels" / "python3"
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3", "language": "python"}))
+        env = {"JUPYTER_PATH": tmp, "IPYTHONDIR": str(Path(tmp) / "ipython"), "TL_HF_NOTEBOOK_SMALL": "1",
+               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        saved = {k: os.environ.get(k) for k in (*env, "TL_HF_NOTEBOOK_OUTPUT_DIR")}
+        os.environ.pop("TL_HF_NOTEBOOK_OUTPUT_DIR", None)
+        os.environ.update(env)
+        try:
+            nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=False,
+                                    record_timing=False, resources={"metadata": {"path": str(HERE)}}).execute()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return strip_volatile(nb)
+
+
+def main(argv=None) -> None:
+    """``python notebooks/_make_notebooks.py``: write the notebooks; ``--execute``: and run each at its small
+    settings, keeping the outputs (plots inline) in the committed file."""
+    import argparse
+
+    run = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    run.add_argument("--execute", action="store_true", help="run each notebook (TL_HF_NOTEBOOK_SMALL=1) and keep "
+                                                              "its outputs")
+    run.add_argument("names", nargs="*", help="only these notebooks (file name prefixes, e.g. 01)")
+    a = run.parse_args(argv)
     for fname, cells in NOTEBOOKS.items():
-        nbformat.write(build(cells), HERE / fname)
+        if a.names and not any(fname.startswith(n) for n in a.names):
+            continue
+        nb = build(cells)
+        if a.execute:
+            nb = execute(nb)
+        nbformat.write(nb, HERE / fname)
         print("wrote", HERE / fname)
 
 

@@ -1,4 +1,5 @@
-"""The example notebooks in notebooks/ run end to end at their small settings (TL_HF_NOTEBOOK_SMALL=1) and draw plots.
+"""The example notebooks in notebooks/ run end to end at their small settings (TL_HF_NOTEBOOK_SMALL=1) and draw plots;
+the committed files carry the outputs of such a run.
 
 Each notebook is executed with nbclient in a fresh IPython kernel that runs on this interpreter (sys.executable), from
 the notebooks/ folder, with the real MiniLM and the shared data root. Trainer outputs go to tmp_path.
@@ -24,13 +25,37 @@ def test_all_three_notebooks_are_found():
     assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
 
 
-def test_committed_notebooks_have_no_outputs():
+def _load_generator():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_make_notebooks", REPO / "notebooks" / "_make_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_committed_notebooks_are_executed_small_and_match_the_generator():
+    """Committed with their outputs from a small run (plots inline, readable on GitHub / the Hub), the sources exactly
+    what notebooks/_make_notebooks.py writes, nothing volatile (timings, absolute paths), and small files."""
+    gen = _load_generator()
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, f"{path.name}: clear the outputs"
+        want = gen.build(gen.NOTEBOOKS[path.name])
+        assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in want.cells], \
+            f"{path.name}: sources differ from _make_notebooks.py; rerun it with --execute"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), f"{path.name}: not executed"
+        outs = [o for c in code for o in c.outputs]
+        assert sum("image/png" in o.get("data", {}) for o in outs) >= 3, f"{path.name}: plots missing"
+        assert not [o for o in outs if o.output_type == "error"]
+        text = "".join(o.get("text", "") for o in outs if o.output_type == "stream")
+        assert "SMALL=True" in text, f"{path.name}: outputs not from the small settings"
+        for volatile in ("/tmp/", "/work/", "/home/", "/root/"):
+            assert volatile not in text, f"{path.name}: absolute path {volatile!r} in the outputs"
+        assert not [c for c in nb.cells if "execution" in c.metadata], f"{path.name}: cell timings kept"
+        assert set(nb.metadata) == {"kernelspec", "language_info"}
+        assert path.stat().st_size < 400_000, f"{path.name}: {path.stat().st_size} bytes"
 
 
 @pytest.fixture
