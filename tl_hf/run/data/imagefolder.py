@@ -73,17 +73,28 @@ def scan_folder(folder: Path, what: str, excluded_patterns: Sequence[str], exclu
                             f"({', '.join(classes)}): {', '.join(unknown)}")
     names = list(classes) if classes is not None else subdirs
     paths, labels = [], []
+    # symlinks are followed, but by real path: each folder is walked once, never into another class's folder or the
+    # root (a link loop would repeat images, a link to another class would mislabel them), each image listed once
+    roots = {os.path.realpath(folder)} | {os.path.realpath(folder / c) for c in subdirs}
+    walked: set[str] = set()
+    listed: set[str] = set()
     for cls in subdirs:
-        found = []
+        found, own = [], os.path.realpath(folder / cls)
         for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in walked or (real in roots and real != own):
+                dirnames[:] = []
+                continue
+            walked.add(real)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
-                if not _is_image(fn):
-                    continue
                 full = os.path.join(dirpath, fn)
+                if not _is_image(fn) or os.path.realpath(full) in listed:
+                    continue
                 if any(fnmatch.fnmatch(fn, pat) for pat in excluded_patterns):
                     excluded.append(os.path.relpath(full, folder.parent))
                     continue
+                listed.add(os.path.realpath(full))
                 found.append(full)
         if not found and classes is None:
             raise DataError(f"class folder {folder / cls} of the {what} has no image files "
