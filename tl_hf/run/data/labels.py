@@ -122,6 +122,10 @@ def check_text_feature(ds, column: str, key: str, where: str) -> None:
     if feature.dtype not in ("string", "large_string"):
         raise DataError(f"{where}: column {column!r} ({key}) holds {feature.dtype} numbers, not text; set {key} to "
                         f"the text column (columns: {cols})")
+    missing = next((i for i, v in enumerate(ds[column]) if v is None), None)
+    if missing is not None:
+        raise DataError(f"{where}: row {missing + 1} has no text in column {column!r} ({key}) (null or missing); "
+                        "fill it in or drop the row")
     sample = [v for v in ds[column][:1000] if v]
     if sample and all(_FLOAT.fullmatch(v.strip()) for v in sample):
         raise DataError(f"{where}: column {column!r} ({key}) holds only numbers (e.g. {sample[0]!r}), not text; set "

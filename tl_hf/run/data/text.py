@@ -16,7 +16,7 @@ from tl_hf._errors import ConfigError, did_you_mean, one_line
 from tl_hf.run.data.labels import check_label_feature, check_text_feature, encode_labels, label_set
 from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
 from tl_hf.run.data.text_builtin import BUILTIN as _BUILTIN, EMOTIONS, TREC_COARSE, read_builtin_split
-from tl_hf.run.data.text_files import FORMATS as FILE_FORMATS, QUOTING, read_file
+from tl_hf.run.data.text_files import FORMATS as FILE_FORMATS, QUOTING, quiet_datasets, read_file
 
 __all__ = ["BUILTIN_DATASETS", "DataConfig", "EMOTIONS", "FILE_FORMATS", "QUOTING", "TREC_COARSE",
            "TextClassificationData", "check_text_limits", "load_text_classification", "tokenize_datasets"]
@@ -103,6 +103,11 @@ class DataConfig:
                               + ") or data.train_file / data.eval_file")
         if self.dataset is not None and (self.train_file or self.eval_file):
             raise ConfigError("data: set either data.dataset or data.train_file/data.eval_file, not both")
+        if self.label_names is not None:
+            twice = sorted({str(n) for n in self.label_names if list(map(str, self.label_names)).count(str(n)) > 1})
+            if twice:
+                raise ConfigError(f"data.label_names lists {', '.join(map(repr, twice))} more than once; name each "
+                                  "class once, in id order")
         if self.quoting is not None and self.quoting not in QUOTING:
             raise ConfigError(f"data.quoting must be one of {', '.join(QUOTING)}, got {self.quoting!r}")
         _check_columns(self)
@@ -231,7 +236,8 @@ def _from_raw(cfg: DataConfig, raw: dict, files: dict) -> TextClassificationData
         rename[cfg.text_pair_column] = "text_pair"
     out = TextClassificationData(label_names=labels.names, sources={k: str(v) for k, v in files.items()})
     for split, ds in raw.items():
-        ds = encode_labels(ds.select_columns(list(rename)), cfg.label_column, labels, str(files[split]))
+        with quiet_datasets():
+            ds = encode_labels(ds.select_columns(list(rename)), cfg.label_column, labels, str(files[split]))
         setattr(out, split, ds.rename_columns({k: v for k, v in rename.items() if k != v}))
     return out
 

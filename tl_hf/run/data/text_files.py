@@ -18,7 +18,7 @@ from typing import Any
 from tl_hf._errors import one_line
 from tl_hf.run.data.paths import DataError
 
-__all__ = ["FORMATS", "QUOTING", "format_of", "load_builder", "read_delimited", "read_file"]
+__all__ = ["FORMATS", "QUOTING", "format_of", "load_builder", "quiet_datasets", "read_delimited", "read_file"]
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 QUOTING = ("none", "csv")
@@ -35,7 +35,7 @@ def format_of(path: Path, fmt: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_datasets():
+def quiet_datasets():
     """No "Generating data split" bars for local files."""
     import datasets
 
@@ -52,7 +52,7 @@ def load_builder(builder: str, path: Path, what: str, **kwargs: Any):
     """``datasets.load_dataset(builder, data_files=path)``; a parse error becomes one line naming the file."""
     import datasets
 
-    with _quiet_datasets():
+    with quiet_datasets():
         try:
             return datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
         except Exception as exc:  # noqa: BLE001 - pandas/arrow parse errors come in many types
@@ -62,16 +62,27 @@ def load_builder(builder: str, path: Path, what: str, **kwargs: Any):
             raise DataError(f"could not read {path} as {what}: {detail[:300]}") from None
 
 
-def _data_lines(path: Path) -> list[bytes]:
+def _data_lines(path: Path, fmt: str) -> list[bytes]:
+    """The non-blank lines of a UTF-8 text file (csv/tsv: a line of spaces is a row; jsonl: blank)."""
     with open(path, "rb") as fh:
-        return [line for line in fh.read().split(b"\n") if line.strip(b"\r")]
+        raw = fh.read()
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{path} holds NUL bytes: it is not UTF-8 text (UTF-16 or binary?); save it as UTF-8 {fmt}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} does not decode; "
+                        f"save it as UTF-8 {fmt} (e.g. iconv -f latin1 -t utf-8)") from None
+    blank = (lambda line: not line.strip()) if fmt in ("json", "jsonl") else (lambda line: not line.strip(b"\r"))
+    return [line for line in raw.split(b"\n") if not blank(line)]
 
 
 def _header(path: Path, delimiter: str, quoting: str, lines: list[bytes], key: str) -> list[str]:
     if not lines:
         raise DataError(f"{key}: {path} is empty (no header line, no rows); give a file with a header line and "
                         "data rows")
-    first = lines[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+    first = lines[0].decode("utf-8-sig").rstrip("\r")
     if quoting == "csv":
         return next(csv.reader([first], delimiter=delimiter))
     return first.split(delimiter)
@@ -81,7 +92,7 @@ def read_delimited(path: Path, delimiter: str, quoting: str, key: str, fmt: str)
     """A csv/tsv file with a header line, every column a string; rows counted against lines."""
     from datasets import Features, Value
 
-    lines = _data_lines(path)
+    lines = _data_lines(path, fmt)
     names = _header(path, delimiter, quoting, lines, key)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -116,13 +127,13 @@ def _merged_rows_message(ds, path: Path, n_lines: int, quoting: str, fmt: str) -
 def read_file(path: Path, fmt: str | None, quoting: str | None, key: str):
     """The file at ``path`` as a ``datasets.Dataset`` (``key`` names the config key in messages)."""
     fmt = format_of(path, fmt)
-    if path.stat().st_size == 0 or (fmt != "parquet" and not _data_lines(path)):
+    if path.stat().st_size == 0 or (fmt != "parquet" and not _data_lines(path, fmt)):
         raise DataError(f"{key}: {path} is empty (0 rows); give a {fmt} file with data rows")
     if fmt in ("csv", "tsv"):
         quoting = quoting or ("none" if fmt == "tsv" else "csv")
         return read_delimited(path, "\t" if fmt == "tsv" else ",", quoting, key, fmt)
     ds = load_builder("parquet" if fmt == "parquet" else "json", path, fmt)
-    if fmt == "jsonl" and len(ds) != len(_data_lines(path)):
-        raise DataError(f"{path}: {len(ds)} rows were read but the file has {len(_data_lines(path))} non-blank lines; "
-                        "a jsonl file holds one JSON object per line")
+    if fmt == "jsonl" and len(ds) != len(_data_lines(path, fmt)):
+        raise DataError(f"{path}: {len(ds)} rows were read but the file has {len(_data_lines(path, fmt))} non-blank "
+                        "lines; a jsonl file holds one JSON object per line")
     return ds

@@ -17,20 +17,27 @@ __all__ = ["TEXT_CLASSIFICATION", "run_text_classification"]
 
 
 def _check(cfg: RunConfig, args) -> None:
+    from tl_hf.run.data.tokenizer import check_max_length, check_tokenizer_files
+
     resolve_model_path(cfg.model.name_or_path)  # fails fast: not a model, an offline Hub id
     if cfg.model.tokenizer:
         resolve_model_path(cfg.model.tokenizer)
+    check_tokenizer_files(cfg.model.tokenizer or cfg.model.name_or_path,
+                          "model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
+    check_max_length(cfg.model.name_or_path, cfg.data.max_length)
 
 
 def _build(cfg: RunConfig, args, checked, log) -> Built:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     from tl_hf.run.data.text import load_text_classification, tokenize_datasets
+    from tl_hf.run.data.tokenizer import check_tokenizer_works
 
     data = load_text_classification(cfg.data, seed=args.seed)
     names = check_num_labels(cfg, data.label_names)
     tokenizer = _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer",
                                  trust_remote_code=cfg.model.trust_remote_code)
+    check_tokenizer_works(tokenizer, cfg.model.tokenizer or cfg.model.name_or_path)
     data = tokenize_datasets(data, tokenizer, cfg.data.max_length)
     model = _from_pretrained(AutoModelForSequenceClassification, cfg.model.name_or_path, "model",
                              trust_remote_code=cfg.model.trust_remote_code, num_labels=len(names),

@@ -139,10 +139,14 @@ def _source_label_map(d: ContinualDataConfig, src, src_spec, first_task: str, la
 def _load_tokenizer(cfg: RunConfig):
     from transformers import AutoTokenizer
 
+    from tl_hf.run.data.tokenizer import check_tokenizer_files, check_tokenizer_works
     from tl_hf.run.models import _from_pretrained
 
-    return _from_pretrained(AutoTokenizer, cfg.model.tokenizer or cfg.model.name_or_path, "tokenizer",
-                            trust_remote_code=cfg.model.trust_remote_code)
+    name = cfg.model.tokenizer or cfg.model.name_or_path
+    check_tokenizer_files(name, "model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
+    tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", trust_remote_code=cfg.model.trust_remote_code)
+    check_tokenizer_works(tokenizer, name)
+    return tokenizer
 
 
 def prepare_text(cfg: RunConfig, seed: int, budgets: list[int]) -> Prepared:
