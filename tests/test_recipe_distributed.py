@@ -26,7 +26,8 @@ def _port() -> int:
 @pytest.mark.multiprocess
 def test_text_recipe_under_accelerate_launch(tmp_path, tiny_model_dir, tiny_data):  # noqa: F811
     cfg = _tiny_run_config(tmp_path, tiny_model_dir, tiny_data)
-    cfg.write_text(cfg.read_text() + "freezing: {policy: gradual, schedule: {unit: step, every: 1}}\n")
+    cfg.write_text(cfg.read_text() + "freezing: {policy: gradual, schedule: {unit: step, every: 1}}\n"
+                   "evaluation: {metrics: [{name: f1, average: macro}, confusion_matrix]}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -41,6 +42,15 @@ def test_text_recipe_under_accelerate_launch(tmp_path, tiny_model_dir, tiny_data
     assert results["eval_samples"] == 4
     preds = (out / "eval_predictions.jsonl").read_text().splitlines()
     assert len(preds) == 4, "predictions must cover the whole eval set, written once"
+    import sklearn.metrics as sk
+
+    rows = [json.loads(line) for line in preds]
+    y, p = [r["label"] for r in rows], [r["prediction"] for r in rows]
+    # every metric, the configured evaluate ones included, is computed over the gathered set, not one shard
+    assert results["eval_accuracy"] == pytest.approx(sk.accuracy_score(y, p))
+    assert results["eval_f1"] == pytest.approx(sk.f1_score(y, p, average="macro"))
+    assert results["eval_confusion_matrix"] == sk.confusion_matrix(y, p, labels=sorted(set(y) | set(p))).tolist()
+    assert sum(map(sum, results["eval_confusion_matrix"])) == 4
     state = json.loads((out / "train_results.json").read_text())
     assert state["epoch"] > 0
 
