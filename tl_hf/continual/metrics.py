@@ -1,4 +1,8 @@
-"""Accuracy-matrix metrics of a continual run (ACC, BWT, forgetting) and its heatmap."""
+"""Accuracy-matrix metrics of a continual run (ACC, BWT, forgetting) and its heatmap.
+
+The same rules ship as an evaluate module, ``forgetting`` (tl_hf/run/metrics/modules/forgetting.py, which calls
+:func:`accuracy_matrix_metrics`): ``evaluate.load(tl_hf.run.metrics.local_metric_path("forgetting"))`` offline.
+"""
 
 from __future__ import annotations
 
