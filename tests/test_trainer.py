@@ -129,3 +129,28 @@ def test_partial_freezing_under_fsdp1_without_orig_params_is_explained(tmp_path,
         tr._check_fsdp()
     tr.accelerator.state.fsdp_plugin.use_orig_params = True
     tr._check_fsdp()  # fine with the original parameters kept
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    """A model whose weights hold NaN (or whose last eval loss is NaN) is not saved: neither a checkpoint nor the
+    final model, and nothing is written over the earlier outputs."""
+    from tl_hf.core.trainer import NonFiniteModelError
+
+    model = tiny_bert()
+    tr = TransferTrainer(model, training_args(tmp_path / "run", max_steps=1), train_dataset=TokenDataset(n=8))
+    tr.train()
+    tr.save_model(str(tmp_path / "good"))
+    before = sorted(os.listdir(tmp_path / "good"))
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteModelError, match=r"not saving the model .* 1 weight tensor\(s\) hold NaN/inf "
+                                                  r"\(first: classifier\.weight\)"):
+        tr.save_model(str(tmp_path / "good"))
+    with pytest.raises(NonFiniteModelError, match="not saving a checkpoint"):
+        tr._save_checkpoint(model, None)
+    assert not list((tmp_path / "run").glob("checkpoint-*")) and sorted(os.listdir(tmp_path / "good")) == before
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = 0.0
+    with pytest.raises(NonFiniteModelError, match="the last eval loss is nan"):
+        tr.check_finite("the model", eval_loss=float("nan"))
+    tr.check_finite("the model", eval_loss=0.5)

@@ -7,9 +7,8 @@ import difflib
 import re
 from typing import Iterable
 
-__all__ = ["ConfigError", "REDACTED", "TOKEN_LIKE", "closest", "did_you_mean", "hub_token_refused", "one_line",
-           "redact_token_like"]
-
+__all__ = ["ConfigError", "REDACTED", "TOKEN_LIKE", "closest", "condense_traceback", "did_you_mean",
+           "hub_token_refused", "one_line", "redact_token_like"]
 
 REDACTED = "<redacted>"
 #: what a Hugging Face access token looks like (``hf_`` + at least 10 letters / digits)
@@ -29,12 +28,29 @@ class ConfigError(ValueError):
         super().__init__(redact_token_like(str(message)), *args)
 
 
-
-
 def one_line(exc: BaseException | str) -> str:
     """``exc``'s message with all whitespace (newlines included) collapsed to single spaces, token-like values
-    redacted."""
-    return redact_token_like(" ".join(str(exc).split()))
+    redacted; an error re-raised from a worker process (its message holds the worker's whole traceback) becomes
+    its first line, the worker's own error and where it was raised (:func:`condense_traceback`)."""
+    return redact_token_like(" ".join(condense_traceback(str(exc)).split()))
+
+
+_TB_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)', re.M)
+
+
+def condense_traceback(text: str) -> str:
+    """``"Caught ValueError in DataLoader worker process 0. Original Traceback ...: ValueError: bad"`` ->
+    ``"Caught ValueError in DataLoader worker process 0: bad (at text.py:12 in _read)"``; other text unchanged."""
+    head, sep, tb = text.partition("Traceback (most recent call last):")
+    if not sep:
+        return text
+    lines = [ln for ln in tb.splitlines() if ln.strip()]
+    frames = _TB_FRAME.findall(tb)
+    last = next((ln.strip() for ln in reversed(lines) if not ln.startswith((" ", "\t")) and ":" in ln), "")
+    message = last.split(":", 1)[1].strip() if ":" in last else last
+    first = head.strip().removesuffix("Original").strip().rstrip(".:")
+    where = f" (at {frames[-1][0].rsplit('/', 1)[-1]}:{frames[-1][1]} in {frames[-1][2]})" if frames else ""
+    return f"{first}: {message or last}{where}" if first else f"{last}{where}"
 
 
 def hub_token_refused(key: str = "hub_token") -> str:

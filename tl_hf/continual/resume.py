@@ -18,7 +18,8 @@ from typing import Any, Mapping
 
 from tl_hf._errors import one_line
 from tl_hf.continual.tasks import task_dir_name
-from tl_hf.core.state import CorruptStateError, atomic_write_json, file_problem, validate_checkpoint
+from tl_hf.core.state import (CorruptStateError, atomic_write_json, file_problem, fingerprint_differences,
+                              short_value, validate_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -98,47 +99,11 @@ def _fsync_tree(folder: str, files: bool = True) -> None:
         os.close(fd)
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys for mappings; a list of mappings as the list of their names plus each entry by index
-    (``tasks[1].train_examples``); other values as they are."""
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(obj, list) and obj and all(isinstance(v, Mapping) for v in obj):
-        out = {prefix: [v.get("name", i) for i, v in enumerate(obj)]}  # the names (or the length) first
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
-        return out
-    return {prefix: obj}
-
-
-def fingerprint_differences(saved: Mapping, now: Mapping) -> list[tuple[str, Any, Any]]:
-    """``[(key, saved value, current value)]`` where two run fingerprints differ (``"<absent>"`` for a missing key).
-    Differences of the ``config`` part come first, and only they are listed when there are any: the runner's own
-    part (tasks, sizes, regularizer configs) usually differs as a consequence."""
-    a, b = _flatten(dict(saved)), _flatten(dict(now))
-    missing = "<absent>"
-    diffs = [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b), key=lambda k: (
-        not k.startswith("config."), k)) if a.get(k, missing) != b.get(k, missing)]
-    # when the names of a list's entries differ (e.g. other regularizers), their fields are not listed one by one
-    lists = {k for k, _, _ in diffs}
-    diffs = [d for d in diffs if not any(d[0].startswith(k + "[") for k in lists)]
-    config = [d for d in diffs if d[0].startswith("config.")]
-    return config or diffs
-
-
-def _short(v: Any) -> str:
-    text = v if v == "<absent>" else json.dumps(v, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _mismatch_message(output_dir: str, diffs: list[tuple[str, Any, Any]]) -> str:
     parts = []
     for key, old, new in diffs[:3]:
         key = key[len("config."):] if key.startswith("config.") else key.replace("runner.", "", 1)
-        parts.append(f"{key} was {_short(old)}, now {_short(new)}")
+        parts.append(f"{key} was {short_value(old)}, now {short_value(new)}")
     more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
     return (f"cannot resume the continual run in {output_dir}: it was started with a different setup "
             f"({'; '.join(parts)}{more}); {_START_OVER.format(out=output_dir)}")

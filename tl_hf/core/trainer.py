@@ -20,16 +20,20 @@ from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
 from tl_hf.core.progress import progress_bars
 from tl_hf.core.reinit import ReinitConfig, reinit_top_blocks
-from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, validate_checkpoint
+from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, refuse_untrusted_pickles, validate_checkpoint
 from tl_hf.regularizers import Regularizer, StepContext, build_regularizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransferTrainer", "NonFiniteLossError"]
+__all__ = ["TransferTrainer", "NonFiniteLossError", "NonFiniteModelError"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; training stops before anything is saved over a good checkpoint."""
+
+
+class NonFiniteModelError(RuntimeError):
+    """A weight or the last eval loss is NaN or infinite at a save: nothing is saved (a good model stays)."""
 
 
 class TransferTrainer(Trainer):
@@ -89,6 +93,8 @@ class TransferTrainer(Trainer):
             if self.averaging.enabled else None
         self._micro_index = 0
         self.stop_on_non_finite = stop_on_non_finite
+        #: the run's config fingerprint, recorded in every checkpoint's tl_hf_state.json (set by the run template)
+        self.config_fingerprint: dict[str, Any] | None = None
         if getattr(args, "hub_token", None):
             raise ValueError(hub_token_refused("TrainingArguments.hub_token"))
         #: defaults for :meth:`create_model_card` (``dataset``, ``dataset_name``, ``base_model``, ``results``, ...),
@@ -408,9 +414,12 @@ class TransferTrainer(Trainer):
     # -- checkpoint state -----------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state saved in every checkpoint (subclasses extend it)."""
-        return {"format": 1, "freezing": self.freezer.state_dict(), "llrd": asdict(self.llrd),
-                "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks},
-                "regularizers": [r.name for r in self.regularizers]}
+        state = {"format": 1, "freezing": self.freezer.state_dict(), "llrd": asdict(self.llrd),
+                 "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks},
+                 "regularizers": [r.name for r in self.regularizers]}
+        if self.config_fingerprint is not None:  # what a resume must match (tl_hf.run.validate.check_resume)
+            state["config"] = self.config_fingerprint
+        return state
 
     def load_extra_state(self, state: dict[str, Any], checkpoint: str) -> None:
         lm = state.get("layer_map", {})
@@ -426,7 +435,33 @@ class TransferTrainer(Trainer):
         for r in self.regularizers:
             r.load(checkpoint, prefix=f"tl_hf_reg_{r.name}")
 
+    def check_finite(self, what: str, eval_loss: float | None = None) -> None:
+        """Before ``what`` is saved: every weight and the eval loss (``eval_loss``, else the last logged one) must be
+        finite, else :class:`NonFiniteModelError` (with ``stop_on_non_finite``): a broken model never replaces a good
+        one."""
+        if not self.stop_on_non_finite:
+            return
+        bad = [n for n, p in self.model.named_parameters() if p.numel() and not bool(torch.isfinite(p.detach()).all())]
+        evals = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
+        if eval_loss is not None:
+            evals.append(eval_loss)
+        problem = ""
+        if bad:
+            problem = f"{len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]})"
+        elif evals and not torch.isfinite(torch.tensor(float(evals[-1]))):
+            problem = f"the last eval loss is {evals[-1]}"
+        if problem:
+            raise NonFiniteModelError(
+                f"not saving {what} at step {self.state.global_step}: {problem}; the model diverged (a learning rate "
+                f"too high for it, now {self.args.learning_rate:g}, or fp16 overflow). Nothing was saved over the "
+                "earlier outputs")
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        self.check_finite(f"the model to {output_dir or self.args.output_dir}")
+        super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model, trial) -> None:
+        self.check_finite("a checkpoint")  # before any of its files is written
         if self.args.should_save:
             # written FIRST: transformers writes trainer_state.json near the end of its own save, and a checkpoint
             # without it is not resumable; so a crash at any point leaves either a checkpoint with all of tl_hf's
@@ -440,9 +475,18 @@ class TransferTrainer(Trainer):
             atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
         super()._save_checkpoint(model, trial)
 
+    def _load_rng_state(self, checkpoint) -> None:
+        with refuse_untrusted_pickles(checkpoint):
+            super()._load_rng_state(checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        with refuse_untrusted_pickles(checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         validate_checkpoint(resume_from_checkpoint)  # before anything is loaded: name a truncated file
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with refuse_untrusted_pickles(resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, STATE_FILE)
         if os.path.exists(path):
             self.load_extra_state(read_json(path), resume_from_checkpoint)

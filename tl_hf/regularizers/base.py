@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tl_hf._errors import did_you_mean
-from tl_hf.core.state import atomic_write_json, read_json
+from tl_hf.core.state import CorruptStateError, atomic_write_json, read_json, shape_problem
 
 __all__ = ["Regularizer", "RegularizerConfig", "REGULARIZERS", "register_regularizer", "build_regularizer",
            "check_non_negative", "card_value", "card_code", "card_tags_of", "CONTINUAL_TAG", "StepContext"]
@@ -181,6 +181,9 @@ class Regularizer:
         if not os.path.exists(jpath):
             raise FileNotFoundError(f"{jpath} not found: no saved {self.name} state in {folder}")
         doc = read_json(jpath)
+        problem = shape_problem(doc, {"regularizer": (str,), "meta": (dict,), "has_tensors": (bool,)})
+        if problem:
+            raise CorruptStateError(f"{jpath} is not a regularizer state: {problem}; resume from an earlier checkpoint")
         if doc.get("regularizer") != self.name:
             raise ValueError(f"{jpath} holds {doc.get('regularizer')!r} state, not {self.name!r}")
         tensors = {}

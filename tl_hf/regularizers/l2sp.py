@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tl_hf._errors import one_line
 from tl_hf.regularizers.base import (Regularizer, RegularizerConfig, card_code, check_non_negative, foreach_params,
                                      register_regularizer)
 
@@ -70,6 +71,7 @@ class L2SP(Regularizer):
                                          f"exempt=[{n.rsplit('.', 1)[0]!r}]")
                     self.anchors[n] = source[key].detach().float().clone()
                 self.new = {n for n in params if n not in self.anchors and not self.is_exempt(n)}
+                _check_coverage(params, self.anchors, self.new, self.config.source)
             else:
                 pats = [re.compile(r) for r in self.config.new_params]
                 self.new = {n for n in params if any(r.search(n) for r in pats) and not self.is_exempt(n)}
@@ -116,6 +118,19 @@ class L2SP(Regularizer):
         self.new = set(meta.get("new", []))
 
 
+def _check_coverage(params: dict, anchors: dict, new: set, source: str) -> None:
+    """A source of another architecture anchors nothing but a same-shaped head and leaves the backbone free: refuse a
+    source that matches less than half of the (non-exempt) parameters, as EWC refuses a Fisher with no overlap."""
+    total = sum(params[n].numel() for n in set(anchors) | new)
+    covered = sum(params[n].numel() for n in anchors)
+    if total and covered * 2 < total:
+        first = sorted(new)[0] if new else "?"
+        raise ValueError(f"l2sp: source {source} matches only {covered:,} of {total:,} parameters of the model "
+                         f"({100 * covered / total:.0f} %; e.g. no tensor for {first!r}): it is not this model's "
+                         "pretrained checkpoint (another architecture?); give the folder this model was loaded from, "
+                         "or drop source to anchor at the starting weights")
+
+
 def _load_source(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -126,7 +141,11 @@ def _load_source(path: str) -> dict[str, torch.Tensor]:
         path = f
     if not os.path.exists(path):
         raise FileNotFoundError(f"l2sp source {path} does not exist")
-    return load_file(path)
+    try:
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+        raise ValueError(f"l2sp source {path} is truncated or not a safetensors file ({one_line(exc)[:120]}); give a "
+                         "complete model.safetensors") from None
 
 
 def _match_source_key(name: str, source: dict) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from typing import Any, Callable, Literal, Mapping, Union
@@ -106,7 +107,20 @@ def coerce(value: Any, tp: Any, path: str, *, in_union: bool = False) -> Any:
 
 
 def _bad(path: str, tp: Any, value: Any) -> ConfigError:
+    if isinstance(value, bool):
+        word, words = ("no", "no/off/false") if value is False else ("yes", "yes/on/true")
+        key = path.rsplit(".", 1)[-1]
+        return ConfigError(f"{path}: expected {type_name(tp)}, but YAML turned the unquoted value into the boolean "
+                           f"{str(value).lower()} (YAML 1.1 reads {words} as booleans); quote it to keep the text, "
+                           f"e.g. {key}: \"{word}\"")
     return ConfigError(f"{path}: expected {type_name(tp)}, got {value!r}")
+
+
+def _finite(value: float, tp: Any, path: str) -> float:
+    """Non-finite numbers (``inf``, ``nan``) are refused: no field of a run means them (one rule for every key)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite {type_name(tp)}, got {value!r}")
+    return value
 
 
 def _is_enum(tp: Any) -> bool:
@@ -196,12 +210,13 @@ def _coerce_float(value: Any, tp: Any, path: str, in_union: bool) -> float:
     if isinstance(value, bool):
         raise _bad(path, tp, value)
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value), tp, path)
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            parsed = float(value.strip())
         except ValueError:
             raise _bad(path, tp, value) from None
+        return _finite(parsed, tp, path)
     raise _bad(path, tp, value)
 
 

@@ -29,8 +29,10 @@ from tl_hf._errors import ConfigError, closest, hub_token_refused, one_line
 from tl_hf.regularizers import REGULARIZERS, build_regularizer
 from tl_hf.run.coerce import OverrideStr, build_dataclass, coerce, type_name, unknown_message
 from tl_hf.run.data.text import DataConfig
-from tl_hf.run.sections import NON_MAPPING_SECTIONS, SECTION_TYPES, SECTIONS, TRAINING_DEFAULTS, RunConfig
+from tl_hf.run.sections import (NON_MAPPING_SECTIONS, SECTION_TYPES, SECTIONS, TRAINING_DEFAULTS, TRAINING_EXTRA,
+                                RunConfig)
 from tl_hf.run.tasks import TASKS
+from tl_hf.run.validate import check_training_dicts
 
 __all__ = ["describe", "load_config", "parse_overrides"]
 
@@ -39,22 +41,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
                 task: str | None = None) -> RunConfig:
     """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, coerce and validate.
     ``task``: refuse a config whose ``task`` (after overrides) is another one (a recipe that runs one task)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                loaded = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {one_line(exc)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)}), "
-                              f"got {type(loaded).__name__}")
-        raw = loaded
+    raw: dict[str, Any] = {} if path is None else read_yaml(os.fspath(path))
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(unknown_message(str(key), SECTIONS, "section"))
@@ -71,6 +58,51 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         raise ConfigError(f"{path} has task {raw.get('task')!r}; this recipe runs task: {task} (tl-hf run runs any "
                           "task)")
     return _build_run_config(raw)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (configs are data: no tags that build objects) that refuses a key given twice in one
+    mapping: plain PyYAML keeps the last one and silently drops the rest (a whole section, for two ``training:``)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` (merged keys may be overridden)
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base class names it
+                break
+            if first is not None:
+                raise ConfigError(f"{key_node.start_mark.name}: duplicate key {key!r} at line {first} and line "
+                                  f"{line}; keep one (YAML would silently drop the first)")
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file: safe loading, duplicate keys refused, an empty file, a directory
+    or a top level that is not a mapping named as such."""
+    if os.path.isdir(path):
+        raise ConfigError(f"config {path} is a directory; give the YAML file (e.g. {os.path.join(path, 'run.yaml')})")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {one_line(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {one_line(exc)}") from None
+    if loaded is None:
+        raise ConfigError(f"config file {path} is empty (or only comments); it needs at least a training section, "
+                          "e.g. training: {output_dir: outputs/run}")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)}), "
+                          f"got {type(loaded).__name__}")
+    return loaded
 
 
 def parse_overrides(overrides) -> list[tuple[str, str]]:
@@ -91,8 +123,8 @@ def parse_overrides(overrides) -> list[tuple[str, str]]:
 
 def _apply_override(raw: dict, dotted: str, value: str) -> None:
     parts = dotted.split(".")
-    if parts[0] == "task" and len(parts) == 1:
-        raw["task"] = value
+    if parts[0] in ("task", "strict") and len(parts) == 1:
+        raw[parts[0]] = OverrideStr(value) if parts[0] == "strict" else value
         return
     if parts[0] == "regularizers":
         raise ConfigError(f"override {dotted}={value}: the regularizers list can only be set in the config file")
@@ -139,7 +171,7 @@ def _training_fields() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _section_keys(section: str, task: str = "text_classification") -> list[str]:
     if section == "training":
-        return list(_training_fields()[0])
+        return list(_training_fields()[0]) + list(TRAINING_EXTRA)
     cls = SECTION_TYPES[section]
     if section == "data":
         cls = TASKS[task].data_cls if task in TASKS else DataConfig
@@ -152,6 +184,7 @@ def _build_run_config(raw: dict) -> RunConfig:
     if task not in TASKS:
         raise ConfigError(unknown_message(str(task), list(TASKS), "task"))
     kwargs["task"] = task
+    kwargs["strict"] = coerce(raw.get("strict", False), bool, "strict")
     data_cls = TASKS[task].data_cls
     for section in SECTION_TYPES:
         if section in raw:
@@ -191,6 +224,7 @@ def _build_training(section: dict) -> dict[str, Any]:
     """``TRAINING_DEFAULTS`` updated with ``section``, each key a checked field of ``TrainingArguments``."""
     training = dict(TRAINING_DEFAULTS)
     fields, _ = _training_fields()
+    fields = {**fields, **{k: tp for k, (tp, _) in TRAINING_EXTRA.items()}}
     for key, value in section.items():
         if key == "hub_token":
             raise ConfigError(hub_token_refused("training.hub_token"))
@@ -199,6 +233,7 @@ def _build_training(section: dict) -> dict[str, Any]:
                                               extra=" of transformers.TrainingArguments"))
         training[key] = coerce(value, fields[key], f"training.{key}")
     _check_training(training)
+    check_training_dicts(training)
     return training
 
 
@@ -222,7 +257,8 @@ def describe(section: str | None = None) -> str:
     lines = []
     for s in SECTIONS if section is None else (section,):
         if s == "training":
-            lines.append("training: any keyword argument of transformers.TrainingArguments")
+            lines.append("training: any keyword argument of transformers.TrainingArguments, and")
+            lines += [f"  {k} ({type_name(tp)}): {h}" for k, (tp, h) in TRAINING_EXTRA.items()]
             continue
         if s in NON_MAPPING_SECTIONS:  # task, regularizers: not a mapping of keys; their RunConfig help
             helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(RunConfig)}

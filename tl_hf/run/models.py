@@ -63,6 +63,21 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
     return key, False
 
 
+def _head_mismatch(location: str, num_labels: int | None) -> str:
+    """The message for a fine-tuned checkpoint whose head has another number of labels than this run needs."""
+    import json
+
+    try:
+        with open(Path(location) / "config.json", encoding="utf-8") as f:
+            conf = json.load(f)
+        saved = len(conf.get("id2label") or {}) or conf.get("num_labels")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    has = f"a head of {saved} labels" if saved else "a head of another size"
+    return (f"the model in {location} has {has}, this run needs {num_labels}: set model.ignore_mismatched_sizes=true "
+            "to replace the head with a new one (trained from scratch), or use data with the checkpoint's labels")
+
+
 def _from_pretrained(loader, name: str, what: str, **kwargs):
     """``loader.from_pretrained`` that fails fast, with one clear message, when a Hub id cannot be fetched."""
     kwargs.setdefault("trust_remote_code", False)  # a repo's own code runs only when a config asks for it
@@ -70,6 +85,10 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
     if local:
         try:
             return loader.from_pretrained(location, **kwargs)
+        except RuntimeError as exc:
+            if "ignore_mismatched_sizes" not in str(exc):
+                raise
+            raise ModelLoadError(_head_mismatch(location, kwargs.get("num_labels"))) from None
         except (OSError, ValueError, _safetensors_error()) as exc:
             detail = one_line(exc)
             if isinstance(exc, _safetensors_error()):

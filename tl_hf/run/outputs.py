@@ -33,16 +33,13 @@ def main_process_log(log: Callable) -> Callable:
     return log if is_main() else _silent
 
 
-def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig, *, merge: bool = True) -> None:
-    """Write ``all_results.json`` (``merge``: over what the file already holds) and ``run_config.json`` (the config; it
-    holds no token: ``training.hub_token`` is refused when the config is read). The one place a run writes them; call
-    it from the main process only."""
-    from tl_hf.core.state import atomic_write_json, read_json
+def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig) -> None:
+    """Write ``all_results.json`` (this run's results only: an earlier run's file is replaced, never merged into) and
+    ``run_config.json`` (the config; it holds no token: ``training.hub_token`` is refused when the config is read).
+    The one place a run writes them; call it from the main process only."""
+    from tl_hf.core.state import atomic_write_json
 
-    path = os.path.join(output_dir, "all_results.json")
-    merged = read_json(path) if merge and os.path.exists(path) else {}
-    merged.update(results)
-    atomic_write_json(path, merged)
+    atomic_write_json(os.path.join(output_dir, "all_results.json"), dict(results))
     run_config = json.loads(json.dumps(cfg.to_dict(), default=str))
     atomic_write_json(os.path.join(output_dir, "run_config.json"), run_config)
 

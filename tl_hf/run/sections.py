@@ -21,7 +21,7 @@ from tl_hf.run.data.text import DataConfig
 __all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "EvaluationConfig", "HubConfig", "ModelConfig",
            "NON_MAPPING_SECTIONS", "PeftSectionConfig", "RunConfig", "SECTIONS", "SECTION_TYPES", "STRATEGY_MODES",
            "StrategyConfig",
-           "TRAINING_DEFAULTS"]
+           "TRAINING_DEFAULTS", "TRAINING_EXTRA"]
 
 
 @dataclass
@@ -36,6 +36,9 @@ class ModelConfig:
         "help": "Number of classes. Default: inferred from the training labels."})
     save_model: bool = field(default=False, metadata={
         "help": "Save the fine-tuned model and tokenizer to training.output_dir after training."})
+    ignore_mismatched_sizes: bool = field(default=False, metadata={
+        "help": "Text models: load a checkpoint whose classification head has another number of labels by replacing "
+                "the head with a new one (image models always do)."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Allow a model repo's own Python code to run (transformers trust_remote_code). Off unless set."})
 
@@ -165,6 +168,12 @@ class EvaluationConfig:
 
 # TrainingArguments defaults that suit this toolkit better (each can be overridden in the file or on the command line)
 TRAINING_DEFAULTS: dict[str, Any] = {"output_dir": "outputs/run", "report_to": "none", "save_strategy": "no"}
+#: keys of the training section that tl_hf handles itself (not passed to TrainingArguments): name -> (type, help)
+TRAINING_EXTRA: dict[str, tuple[type, str]] = {
+    "overwrite_output_dir": (bool, "Start over in an output_dir that holds checkpoints of an earlier run: its "
+                                   "checkpoint-* folders are removed instead of resumed from (default: resume when "
+                                   "the config matches, refuse when it differs)."),
+}
 
 
 @dataclass
@@ -194,6 +203,8 @@ class RunConfig:
     hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Push to the Hub after training."})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={
         "help": "Extra evaluate metrics of the eval set (evaluation.metrics)."})
+    strict: bool = field(default=False, metadata={
+        "help": "Refuse keys that this run ignores (e.g. freezing.k with policy full) instead of warning."})
 
     @property
     def seed(self) -> int:
@@ -203,24 +214,25 @@ class RunConfig:
         """Build ``transformers.TrainingArguments`` (errors become :class:`ConfigError` naming the section)."""
         from transformers import TrainingArguments
 
+        kwargs = {k: v for k, v in self.training.items() if k not in TRAINING_EXTRA}
         try:
-            return TrainingArguments(**self.training)
+            return TrainingArguments(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"training: {one_line(exc)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES if k != "data"}
-        out.update(task=self.task, data=dataclasses.asdict(self.data), training=dict(self.training),
+        out.update(task=self.task, strict=self.strict, data=dataclasses.asdict(self.data), training=dict(self.training),
                    regularizers=[dict(r) for r in self.regularizers])
         return out
 
 
 SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "reinit", "averaging", "regularizers",
             "early_stopping", "peft",
-            "strategy", "hub", "evaluation")
+            "strategy", "hub", "evaluation", "strict")
 SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
                                   "freezing": FreezingConfig, "reinit": ReinitConfig, "averaging": AveragingConfig,
                                   "early_stopping": EarlyStoppingConfig,
                                   "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig,
                                   "evaluation": EvaluationConfig}
-NON_MAPPING_SECTIONS = ("task", "regularizers")
+NON_MAPPING_SECTIONS = ("task", "regularizers", "strict")

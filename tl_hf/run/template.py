@@ -18,7 +18,8 @@ from tl_hf.run.sections import RunConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["Built", "ClassificationTask", "build_training_args", "check_num_labels", "detect_last_checkpoint",
-           "resolve_strategy", "maybe_wrap_peft", "callbacks_for", "build_trainer", "run_classification"]
+           "resolve_strategy", "maybe_wrap_peft", "callbacks_for", "build_trainer", "run_classification",
+           "resume_point", "start_training"]
 
 
 def build_training_args(cfg: RunConfig):
@@ -170,20 +171,56 @@ def check_num_labels(cfg: RunConfig, label_names: list[str]) -> list[str]:
 
 
 def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callable = print) -> dict[str, Any]:
-    """The one run: arguments -> task checks -> seed -> last checkpoint -> data + model -> strategy -> PEFT ->
+    """The one run: arguments -> task checks and run checks (:mod:`tl_hf.run.validate`) -> the ``output_dir`` lock
+    -> seed -> last checkpoint (refused when written by another config) -> data + model -> strategy -> PEFT ->
     TransferTrainer -> train -> evaluate, predictions, plots -> model + card -> ``all_results.json`` /
     ``run_config.json`` -> push. Returns the results (train and eval metrics, ``wall_time_s``, the task's extras)."""
+    from tl_hf.run.lock import output_dir_lock
+    from tl_hf.run.outputs import is_main
+    from tl_hf.run.validate import check_run
+
+    start = time.perf_counter()
+    args = build_training_args(cfg)  # validate TrainingArguments before any slow step
+    checked = task.check(cfg, args)
+    check_run(cfg, args, log)
+    metrics = _run_metrics(cfg)  # loads every configured metric: a missing one fails before any output or training
+    with output_dir_lock(args.output_dir, enabled=is_main()):
+        return _run_locked(cfg, task, args, checked, log, start, metrics)
+
+
+def resume_point(cfg: RunConfig, args, log: Callable = logger.info) -> str | None:
+    """The checkpoint this run resumes from (:func:`detect_last_checkpoint`); None with
+    ``training.overwrite_output_dir`` (the earlier checkpoints are removed by :func:`start_training`)."""
+    if cfg.training.get("overwrite_output_dir"):
+        if args.resume_from_checkpoint:
+            raise ConfigError("training.overwrite_output_dir=true and training.resume_from_checkpoint exclude each "
+                              "other; drop one")
+        return None
+    return detect_last_checkpoint(args, log)
+
+
+def start_training(cfg: RunConfig, trainer, last_checkpoint: str | None, log: Callable = logger.info) -> None:
+    """Right before training: refuse a checkpoint written by another config (:func:`~tl_hf.run.validate.
+    check_resume`), record this config in the checkpoints to come, and (main process) remove an earlier run's
+    checkpoints when ``training.overwrite_output_dir``."""
+    from tl_hf.run.validate import check_resume, clear_checkpoints, resume_fingerprint
+
+    if last_checkpoint is not None:
+        check_resume(cfg, last_checkpoint)
+    trainer.config_fingerprint = resume_fingerprint(cfg)
+    if trainer.args.should_save and cfg.training.get("overwrite_output_dir"):
+        clear_checkpoints(trainer.args.output_dir, log)
+
+
+def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Callable, start: float,
+                metrics) -> dict:
     import transformers
 
     from tl_hf.core.layers import get_layer_map
     from tl_hf.run.outputs import evaluate_classification, push_model, write_card, write_results
 
-    start = time.perf_counter()
-    args = build_training_args(cfg)  # validate TrainingArguments before any slow step
-    checked = task.check(cfg, args)
-    metrics = _run_metrics(cfg)  # loads every configured metric: a missing one fails before any output or training
     transformers.set_seed(args.seed)
-    last_checkpoint = detect_last_checkpoint(args, log)
+    last_checkpoint = resume_point(cfg, args, log)
     built = task.build(cfg, args, checked, log)
     metrics.check(len(built.label_names))
     llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), get_layer_map(built.model).num_blocks, log)
@@ -195,15 +232,18 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
         f"{built.summary}")
 
+    start_training(cfg, trainer, last_checkpoint, log)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    trainer.check_finite("the results")  # weights, before any output of this run is written
     trainer.save_metrics("train", dict(train_result.metrics), combined=False)  # all_results.json is written below
     save = args.should_save and (cfg.model.save_model or cfg.hub.push)
-    if save and built.save_extras is not None:
-        os.makedirs(args.output_dir, exist_ok=True)
-        built.save_extras(args.output_dir)
     evaluated = evaluate_classification(trainer, label_names=built.label_names, train_size=len(built.train_dataset),
                                         eval_dataset=built.eval_dataset, extra=built.results)
+    trainer.check_finite("the model and results", eval_loss=evaluated.get("eval_loss"))
     if save:
+        if built.save_extras is not None:
+            os.makedirs(args.output_dir, exist_ok=True)
+            built.save_extras(args.output_dir)
         trainer.save_model()
         write_card(trainer, cfg, built.dataset_name, evaluated)
     results: dict[str, Any] = {**train_result.metrics, **evaluated, "wall_time_s": round(time.perf_counter() - start,

@@ -41,7 +41,8 @@ def _build(cfg: RunConfig, args, checked, log) -> Built:
     data = tokenize_datasets(data, tokenizer, cfg.data.max_length)
     model = _from_pretrained(AutoModelForSequenceClassification, cfg.model.name_or_path, "model",
                              trust_remote_code=cfg.model.trust_remote_code, num_labels=len(names),
-                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                             ignore_mismatched_sizes=cfg.model.ignore_mismatched_sizes)
     n_eval = len(data.eval) if data.eval is not None else 0
     return Built(model=model, train_dataset=data.train, eval_dataset=data.eval, label_names=names,
                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,

@@ -30,7 +30,7 @@ def finish(cfg: RunConfig, args, prep: Prepared, runner, result, *, done: int, s
         results["outputs"]["model_card"] = _write_card(cfg, results, prep, runner, args, mdir, **card_args)
     results["wall_time_s"] = round(time.perf_counter() - start, 1)
     if main:
-        write_results(args.output_dir, results, cfg, merge=False)
+        write_results(args.output_dir, results, cfg)
     _report(results, cfg.data.scenario, args.output_dir, log)
     if cfg.hub.push and main:
         _push(cfg, mdir, result, results, args.output_dir, state_dir, log)

@@ -5,7 +5,6 @@ every task seen so far after each one and saves what a resume needs."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -14,39 +13,16 @@ from typing import Any, Callable
 from tl_hf._errors import ConfigError
 from tl_hf.regularizers.replay import check_replay_scenario
 from tl_hf.run.sections import RunConfig
+from tl_hf.run.validate import resume_fingerprint
 from tl_hf.run.tasks.continual.config import ContinualDataConfig
 from tl_hf.run.tasks.continual.data import Prepared
 
 __all__ = ["STATE_DIR", "resume_fingerprint", "run_continual_recipe"]
 
 STATE_DIR = "continual_state"
-#: what a resume may change (where and how a run reports, not what it computes); every other config key must match
-_RESUME_FREE = {
-    "training": ("output_dir", "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter",
-                 "disable_tqdm", "report_to", "save_strategy", "save_steps", "save_total_limit", "save_on_each_node",
-                 "save_only_model", "per_device_eval_batch_size", "eval_accumulation_steps", "dataloader_num_workers",
-                 "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor", "run_name",
-                 "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision",
-                 "use_cpu"),
-    "model": ("save_model",),
-    "data": ("root",),
-}
 _REPLAY_TASK_IL = ("regularizers: replay is not supported with data.scenario task_incremental (one head per task: "
                    "replayed examples would be trained through the current task's head with labels that belong to "
                    "their own head); use class_incremental or domain_incremental, or EWC / L2-SP")
-
-
-def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
-    """The part of the config a resumed run must share with the interrupted one (stored in
-    ``output_dir/continual_state/run.json``): everything but the ``hub`` section, tokens, and the keys of
-    :data:`_RESUME_FREE` (output and logging settings, ``data.root``, ``model.save_model``)."""
-    d = json.loads(json.dumps(cfg.to_dict(), default=str))
-    d.pop("hub", None)
-    for section, keys in _RESUME_FREE.items():
-        for k in keys:
-            d.get(section, {}).pop(k, None)
-    d["training"] = {k: v for k, v in d.get("training", {}).items() if "token" not in k}
-    return d
 
 
 def run_continual_recipe(cfg: RunConfig, *, log: Callable = print,
@@ -56,16 +32,26 @@ def run_continual_recipe(cfg: RunConfig, *, log: Callable = print,
     results written to ``training.output_dir/all_results.json`` plus ``eval_accuracy`` (= ACC) and ``eval_split`` for
     the CLI. ``task_callbacks`` / ``on_task_end`` go to the runner (extra Trainer callbacks for task k, 1-based; a
     call after task k is saved)."""
-    import transformers
-
-    from tl_hf.core.layers import get_layer_map
-    from tl_hf.run.outputs import main_process_log
-    from tl_hf.run.tasks.continual.model import build_model
-    from tl_hf.run.template import resolve_strategy
+    from tl_hf.run.lock import output_dir_lock
+    from tl_hf.run.outputs import is_main, main_process_log
+    from tl_hf.run.validate import check_run
 
     log = main_process_log(log)  # under accelerate launch / torchrun only the main process reports
     start = time.perf_counter()
     args, budgets = _check(cfg)
+    check_run(cfg, args, log)
+    with output_dir_lock(args.output_dir, enabled=is_main()):  # one run at a time in an output_dir
+        return _run_locked(cfg, args, budgets, start, log, task_callbacks, on_task_end)
+
+
+def _run_locked(cfg: RunConfig, args, budgets: list[int], start: float, log: Callable, task_callbacks,
+                on_task_end) -> dict[str, Any]:
+    import transformers
+
+    from tl_hf.core.layers import get_layer_map
+    from tl_hf.run.tasks.continual.model import build_model
+    from tl_hf.run.template import resolve_strategy
+
     state_dir = os.path.join(args.output_dir, STATE_DIR)
     prep = _prepare(cfg, args, budgets, state_dir, log)
     transformers.set_seed(args.seed)
