@@ -230,13 +230,14 @@ class TransferTrainer(Trainer):
             store = self._feature_train_store or self._feature_store("train", self.train_dataset)
             with self.feature_cache.replay(store, idx, inputs):
                 return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+        extra = model.training and bool(self.regularizers)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs or extra,
                                       num_items_in_batch=num_items_in_batch)
-        if not model.training or not self.regularizers:
+        if not extra:
             return result
-        loss, outputs = result if return_outputs else (result, None)
+        loss, outputs = result
         step = StepContext(self.state.global_step, self._micro_index, self.args.process_index, self.data_collator,
-                           self._prepare_inputs, self.accelerator.unwrap_model)
+                           self._prepare_inputs, self.accelerator.unwrap_model, outputs)
         for r in self.regularizers:
             if r.active:
                 extra = r.extra_loss(model, inputs, step)
@@ -371,13 +372,6 @@ class TransferTrainer(Trainer):
             for r in self.regularizers:
                 r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 
-    def evaluate(self, *args, **kwargs):
-        """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
-        if self.averager is None or not self.averaging.eval_with_average:
-            return super().evaluate(*args, **kwargs)
-        with self.averager.swapped():
-            return super().evaluate(*args, **kwargs)
-
     # -- model card -----------------------------------------------------------------------------------------------
     def create_model_card(self, **kwargs) -> None:
         """The Trainer's card plus the transfer-learning section and Hub-valid metadata
@@ -388,6 +382,13 @@ class TransferTrainer(Trainer):
         from tl_hf.core.model_card import write_transfer_card
 
         write_transfer_card(self, super().create_model_card, **{**self.card_info, **kwargs})
+
+    def evaluate(self, *args, **kwargs):
+        """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
+        if self.averager is None or not self.averaging.eval_with_average:
+            return super().evaluate(*args, **kwargs)
+        with self.averager.swapped():
+            return super().evaluate(*args, **kwargs)
 
     # -- logging --------------------------------------------------------------------------------------------------
     @property
