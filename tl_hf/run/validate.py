@@ -32,7 +32,9 @@ _RESUME_FREE = {
                  "eval_accumulation_steps", "dataloader_num_workers", "dataloader_pin_memory",
                  "dataloader_persistent_workers", "dataloader_prefetch_factor", "run_name", "push_to_hub",
                  "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "use_cpu",
-                 "resume_from_checkpoint"),
+                 "resume_from_checkpoint",
+                 # training longer (or shorter) than first planned is a resume, not another run
+                 "max_steps", "num_train_epochs"),
     "model": ("save_model",),
     "data": ("root",),
 }
@@ -309,8 +311,8 @@ def check_memory(cfg: RunConfig, args) -> None:
 # -- resume ---------------------------------------------------------------------------------------------------------
 def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The part of the config a resumed run must share with the interrupted one: everything but the ``hub``
-    section, tokens, and the keys of :data:`_RESUME_FREE` (output and logging settings, ``data.root``,
-    ``model.save_model``)."""
+    section, tokens, and the keys of :data:`_RESUME_FREE` (output and logging settings, the run length,
+    ``data.root``, ``model.save_model``)."""
     d = json.loads(json.dumps(cfg.to_dict(), default=str))
     d.pop("hub", None)
     d.pop("strict", None)

@@ -4,12 +4,12 @@ their replay source; the checks every kind shares (replay budgets, ``model.num_l
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from tl_hf._errors import ConfigError
 from tl_hf.regularizers.replay import check_replay_budget
+from tl_hf.run.data.text_files import quiet_datasets
 from tl_hf.run.sections import RunConfig
 from tl_hf.run.tasks.continual.config import ContinualDataConfig, domain_label_error
 
@@ -66,19 +66,6 @@ class _PadCollator:
 
     def __call__(self, features):
         return self.inner([{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.items()} for f in features])
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    import datasets
-
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
 
 
 def _relabel(ds, mapping: dict[int, int]):
@@ -156,7 +143,7 @@ def prepare_text(cfg: RunConfig, seed: int, budgets: list[int]) -> Prepared:
 
     d: ContinualDataConfig = cfg.data
     sources, src_spec = d.text_sources(), d.replay_source_spec()
-    with _quiet_datasets():
+    with quiet_datasets():
         loaded = [load_text_classification(s.data, seed=seed) for s in sources]
         src = load_text_classification(src_spec.data, seed=seed) if src_spec else None
     for s, data in zip(sources, loaded):
@@ -171,7 +158,7 @@ def prepare_text(cfg: RunConfig, seed: int, budgets: list[int]) -> Prepared:
                   len(src.train) if src is not None else None)
     num_labels, label_names = fit_num_labels(cfg, num_labels, label_names)
     tokenizer = _load_tokenizer(cfg)
-    with _quiet_datasets():
+    with quiet_datasets():
         tasks, info = _tokenize_tasks(d, sources, loaded, maps, tokenizer)
         source_ds, source_info = _tokenize_source(d, src, src_spec, src_map, tokenizer) if src is not None \
             else (None, None)
