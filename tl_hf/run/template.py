@@ -152,13 +152,21 @@ class Built:
 
 @dataclass(frozen=True)
 class ClassificationTask:
-    """A classification task for :func:`run_classification`. ``check(cfg, args)`` runs the task's fast checks
+    """A task for the run template (:func:`run_classification`). ``check(cfg, args)`` runs the task's fast checks
     before any slow step and returns what ``build(cfg, args, checked, log)`` needs; ``build`` loads the data and
-    the model."""
+    the model. The other hooks default to single-label classification:
+
+    * ``metrics(cfg)`` -- the ``compute_metrics`` object, built before any output is touched; it must have
+      a ``check(num_labels)`` method, called once the labels are known (default: the config's :class:`~tl_hf.run.metrics.RunMetrics`);
+    * ``evaluate(trainer, built, cfg)`` -- after training: evaluate and write the task's predictions and plots,
+      returning the results (default: :func:`~tl_hf.run.outputs.evaluate_classification`).
+    """
 
     check: Callable[[RunConfig, Any], Any]
     build: Callable[..., Built]
     peft_task_type: str | None = "SEQ_CLS"
+    metrics: Callable[[RunConfig], Any] | None = None
+    evaluate: Callable[[Any, Built, RunConfig], dict[str, Any]] | None = None
 
 
 def check_num_labels(cfg: RunConfig, label_names: list[str]) -> list[str]:
@@ -183,9 +191,20 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
     args = build_training_args(cfg)  # validate TrainingArguments before any slow step
     checked = task.check(cfg, args)
     check_run(cfg, args, log)
-    metrics = _run_metrics(cfg)  # loads every configured metric: a missing one fails before any output or training
+    # loads every configured metric: a missing one fails before any output or training
+    metrics = task.metrics(cfg) if task.metrics is not None else _run_metrics(cfg)
     with output_dir_lock(args.output_dir, enabled=is_main()):
         return _run_locked(cfg, task, args, checked, log, start, metrics)
+
+
+def _evaluate(task: ClassificationTask, trainer, built: Built, cfg: RunConfig) -> dict[str, Any]:
+    """The task's evaluation step (default: single-label classification's predictions, confusion matrix, plots)."""
+    if task.evaluate is not None:
+        return task.evaluate(trainer, built, cfg)
+    from tl_hf.run.outputs import evaluate_classification
+
+    return evaluate_classification(trainer, label_names=built.label_names, train_size=len(built.train_dataset),
+                                   eval_dataset=built.eval_dataset, extra=built.results)
 
 
 def resume_point(cfg: RunConfig, args, log: Callable = logger.info) -> str | None:
@@ -217,7 +236,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     import transformers
 
     from tl_hf.core.layers import get_layer_map
-    from tl_hf.run.outputs import evaluate_classification, push_model, write_card, write_results
+    from tl_hf.run.outputs import push_model, write_card, write_results
 
     transformers.set_seed(args.seed)
     last_checkpoint = resume_point(cfg, args, log)
@@ -237,8 +256,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     trainer.check_finite("the results")  # weights, before any output of this run is written
     trainer.save_metrics("train", dict(train_result.metrics), combined=False)  # all_results.json is written below
     save = args.should_save and (cfg.model.save_model or cfg.hub.push)
-    evaluated = evaluate_classification(trainer, label_names=built.label_names, train_size=len(built.train_dataset),
-                                        eval_dataset=built.eval_dataset, extra=built.results)
+    evaluated = _evaluate(task, trainer, built, cfg)
     trainer.check_finite("the model and results", eval_loss=evaluated.get("eval_loss"))
     if save:
         if built.save_extras is not None:
