@@ -20,6 +20,9 @@ EXPECT_EMB = {
     "beit": [r"mask_token"],
     "dinov2": [r"mask_token"],
     "swin": [r"embeddings\.position_embeddings", r"embeddings\.norm"],
+    "mobilenet_v2": [r"conv_stem\.first_conv", r"conv_stem\.reduce_1x1"],
+    "resnet": [r"embedder\.embedder\.convolution"],
+    "convnext": [r"embeddings\.layernorm"],
 }
 EXPECT_HEAD = {
     "bert": [r"pooler", r"^classifier"],
@@ -31,6 +34,9 @@ EXPECT_HEAD = {
     "deit": [r"cls_classifier", r"distillation_classifier"],
     "beit": [r"beit\.pooler"],
     "swin": [r"swin\.layernorm"],
+    "mobilenet_v2": [r"^classifier"],
+    "convnext": [r"convnext\.layernorm", r"^classifier"],
+    "resnet": [r"^classifier"],
 }
 
 
@@ -57,7 +63,7 @@ def test_every_parameter_has_exactly_one_depth(model_type):
     for pat in EXPECT_HEAD.get(model_type, []):
         hits = [n for n in names if re.search(pat, n)]
         assert hits and all(depths[n] == n_blocks + 1 for n in hits), (pat, {n: depths[n] for n in hits})
-    if model_type not in ("swin", "deberta-v2"):
+    if model_type not in ("swin", "deberta-v2", "resnet", "convnext"):  # stages flattened: tested below
         for n, d in depths.items():
             i = _block_index(n)
             if i is not None:

@@ -36,6 +36,13 @@ def tiny_configs(num_labels: int = 3) -> dict:
         "swin": (T.SwinForImageClassification,
                  T.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2],
                               window_size=4, use_absolute_embeddings=True), 3),
+        # convolutional networks (BatchNorm in MobileNetV2 / ResNet, LayerNorm + depthwise convs in ConvNeXt)
+        "mobilenet_v2": (T.MobileNetV2ForImageClassification,
+                         T.MobileNetV2Config(image_size=32, depth_multiplier=0.25, min_depth=4), 16),
+        "resnet": (T.ResNetForImageClassification,
+                   T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic"), 3),
+        "convnext": (T.ConvNextForImageClassification,
+                     T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2), 3),
     }
     for _, cfg, _ in c.values():
         cfg.num_labels = num_labels

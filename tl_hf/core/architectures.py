@@ -168,3 +168,65 @@ def _swin_spec(config) -> ArchitectureSpec:
 
 register_architecture(["swin", "swinv2"], ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
                                                            build=_swin_spec, lora_targets=_QV_PROJ))
+
+
+# --- convolutional networks: stem = depth 0, each block a depth (stages flattened in order), head = L + 1 -----------
+# LoRA: no default targets. Their weights are Conv2d (PEFT's LoRA for Conv2d exists but has no established recipe
+# for these models); name peft.target_modules to use it anyway.
+_CNN_LORA_NOTE = "no default LoRA targets for a convolutional network: set peft.target_modules (e.g. Conv2d names)"
+
+
+def _staged_spec(prefix: str, downsample_first: bool, note: str) -> Callable[[object], ArchitectureSpec]:
+    """ResNet / ConvNeXt: block ``b`` of stage ``s`` (``<prefix>.stages.s.layers.b``) at depth
+    ``sum(depths[:s]) + b + 1``; ConvNeXt's per-stage ``downsampling_layer`` runs before the stage's first block and
+    takes that block's depth."""
+
+    def build(config) -> ArchitectureSpec:
+        depths = list(config.depths)
+        offsets = [sum(depths[:s]) for s in range(len(depths))]
+
+        def block(m: re.Match) -> int:
+            return offsets[int(m.group(1))] + int(m.group(2)) + 1
+
+        rules: list = [(rf"(?:^|\.){prefix}\.(?:embedder|embeddings)\.", "embeddings"),
+                       (rf"(?:^|\.){prefix}\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", block)]
+        if downsample_first:
+            rules.append((rf"(?:^|\.){prefix}\.encoder\.stages\.(\d+)\.downsampling_layer\.",
+                          lambda m: offsets[int(m.group(1))] + 1))
+        return ArchitectureSpec(rules=tuple(rules), num_blocks=lambda c: sum(c.depths), note=note)
+
+    return build
+
+
+register_architecture(
+    "mobilenet_v2",
+    ArchitectureSpec(
+        rules=((r"(?:^|\.)mobilenet_v2\.conv_stem\.", "embeddings"),
+               (r"(?:^|\.)mobilenet_v2\.layer\.(\d+)\.", "block"),
+               # the final 1x1 conv (320 -> 1280 channels) is backbone: it sits with the last block, so
+               # feature_extraction trains only the classifier on the pooled 1280 features
+               (r"(?:^|\.)mobilenet_v2\.conv_1x1\.", lambda m: 16)),
+        num_blocks=lambda c: 16,
+        note="MobileNetV2: depth 0 = conv_stem (the first conv and the first inverted-residual block, which "
+             "transformers keeps in the stem), depths 1..16 = the 16 other inverted-residual blocks (layer.i, one "
+             "depth each), the final 1x1 conv sits with layer.15 (depth 16); head (17) = classifier. "
+             + _CNN_LORA_NOTE,
+    ),
+)
+register_architecture(
+    "resnet",
+    ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
+                     build=_staged_spec("resnet", False, "ResNet: depth 0 = embedder (stem conv + max-pool); each "
+                                        "residual block a depth, stages flattened in order (block b of stage s at "
+                                        "sum(depths[:s]) + b + 1; ResNet-18: 8, ResNet-50: 16); head = classifier. "
+                                        + _CNN_LORA_NOTE)),
+)
+register_architecture(
+    "convnext",
+    ArchitectureSpec(rules=(), num_blocks=lambda c: sum(c.depths),
+                     build=_staged_spec("convnext", True, "ConvNeXt: depth 0 = embeddings (patchify conv + norm); "
+                                        "each block a depth, stages flattened in order (block b of stage s at "
+                                        "sum(depths[:s]) + b + 1; ConvNeXt-T: 18); a stage's downsampling layer "
+                                        "runs before its first block and takes that block's depth; head = final "
+                                        "layernorm + classifier. " + _CNN_LORA_NOTE)),
+)

@@ -15,6 +15,14 @@ Freezing means ``requires_grad=False``: the parameter gets no ``.grad`` (so the 
 weight decay, no momentum), and autograd stops at the lowest trainable depth. Never freeze by zeroing gradients: AdamW
 keeps moving a parameter whose gradient is zero. Parameters that were already frozen when the policy was created
 (for example the base weights of a PEFT/LoRA model) are never unfrozen by a policy.
+
+**Frozen BatchNorm** (``freeze_norm_stats``, on by default): a BatchNorm layer whose parameters are all frozen (one
+without parameters: when its enclosing module's are) runs in eval mode, so it normalizes with, and never updates, its
+running statistics; unfrozen ones train normally. ``Trainer`` calls ``model.train()`` before every step, so setting
+eval mode once is not enough, and overriding ``model.train`` would miss a wrapped (DDP, PEFT) model's call: each
+frozen BatchNorm gets a forward-pre hook that puts it in eval mode right before it runs. The hooks are re-made every
+time the trainable set changes (:meth:`FreezingController.apply`: static policies at construction, gradual phases
+at each phase change and after a resume, which re-applies the checkpoint's phase), so they hold under every policy.
 """
 
 from __future__ import annotations
@@ -260,13 +268,12 @@ class FreezingController:
         self._bn_hooks = []
         if not self.config.freeze_norm_stats:
             return
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                ps = list(module.parameters(recurse=False))
-                if ps and not any(p.requires_grad for p in ps):
-                    # Trainer calls model.train() every step; force eval mode right before each forward instead.
-                    self._bn_hooks.append(module.register_forward_pre_hook(_set_eval))
-                    module.eval()
+        modules = dict(self.model.named_modules())
+        for name, module in modules.items():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and _norm_is_frozen(name, module, modules):
+                # Trainer calls model.train() every step; force eval mode right before each forward instead.
+                self._bn_hooks.append(module.register_forward_pre_hook(_set_eval))
+                module.eval()
 
     # -- checkpoint state (JSON) ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -284,3 +291,13 @@ class FreezingController:
 
 def _set_eval(module: nn.Module, args: Sequence) -> None:
     module.eval()
+
+
+def _norm_is_frozen(name: str, module: nn.Module, modules: dict[str, nn.Module]) -> bool:
+    """A BatchNorm is frozen when all its parameters are; one without parameters (``affine=False``) when the
+    nearest enclosing module that has parameters has them all frozen."""
+    ps = list(module.parameters(recurse=False))
+    while not ps and name:
+        name = name.rpartition(".")[0]
+        ps = list(modules[name].parameters())
+    return bool(ps) and not any(p.requires_grad for p in ps)
