@@ -50,7 +50,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def tiny_vit_dir(tmp_path_factory) -> Path:
-    """ViTForImageClassification, 32x32 inputs, 8x8 patches, hidden 32, 2 layers; no preprocessor_config.json."""
+    """ViTForImageClassification, 32x32 inputs, 8x8 patches, hidden 32, 2 layers; a ViTImageProcessor
+    preprocessor_config.json (plain resize to 32, ImageNet mean/std)."""
     import torch
     import transformers as T
 
@@ -59,6 +60,8 @@ def tiny_vit_dir(tmp_path_factory) -> Path:
     cfg = T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=37, num_labels=2)
     T.ViTForImageClassification(cfg).save_pretrained(out)
+    T.ViTImageProcessorPil(size={"height": 32, "width": 32}, image_mean=list(IMAGENET_MEAN),
+                           image_std=list(IMAGENET_STD)).save_pretrained(out)
     return out
 
 
@@ -307,12 +310,13 @@ def test_normalisation_from_processor_config_defaults_and_overrides(tmp_path, ti
     from PIL import Image
 
     white, gray = Image.new("RGB", (20, 20), (255, 255, 255)), Image.new("L", (20, 20), 0)
-    mean, std, source, _ = image_stats(str(tiny_vit_dir))  # no preprocessor_config.json: ImageNet statistics
+    with_proc = tmp_path / "vit_proc"
+    shutil.copytree(tiny_vit_dir, with_proc)
+    (with_proc / "preprocessor_config.json").unlink()
+    mean, std, source, _ = image_stats(str(with_proc))  # no preprocessor_config.json: ImageNet statistics
     assert (mean, std) == (list(IMAGENET_MEAN), list(IMAGENET_STD)) and "ImageNet" in source
     x = ImageTransform(8, mean, std)(white)
     assert np.allclose(x[:, 0, 0], (1 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD), atol=1e-6)
-    with_proc = tmp_path / "vit_proc"
-    shutil.copytree(tiny_vit_dir, with_proc)
     (with_proc / "preprocessor_config.json").write_text(json.dumps(
         {"image_processor_type": "ViTImageProcessor", "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
          "size": {"height": 32, "width": 32}}))

@@ -85,7 +85,7 @@ def _save_tiny_bert(out: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vit_dir(tmp_path_factory) -> Path:
-    """A 1-layer ViT image classifier (16x16 inputs) saved with save_pretrained."""
+    """A 1-layer ViT image classifier (16x16 inputs) and its processor, saved with save_pretrained."""
     return _once("vit", lambda: _save_tiny_vit(tmp_path_factory.mktemp("tiny_vit")))
 
 
@@ -97,6 +97,7 @@ def _save_tiny_vit(out: Path) -> Path:
     cfg = T.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
                       image_size=16, patch_size=8, num_labels=2)
     T.ViTForImageClassification(cfg).save_pretrained(out)
+    T.ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(out)  # a run needs normalisation
     return out
 
 

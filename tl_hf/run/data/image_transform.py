@@ -1,9 +1,13 @@
 """Image preprocessing with Pillow and numpy only (no torchvision).
 
 decode -> RGB (grayscale and palette images become 3 channels) -> [train, ``augment``: random resized crop, scale
-(0.08, 1), ratio (3/4, 4/3), and horizontal flip, drawn from torch's RNG, which the Trainer seeds] -> bilinear resize to
-``image_size`` -> ``/255`` -> ``(x - mean) / std`` -> ``pixel_values`` float32 ``[3, H, W]``. Without augmentation this
-equals ``ViTImageProcessor``'s PIL backend.
+(0.08, 1), ratio (3/4, 4/3), and horizontal flip, drawn from torch's RNG, which the Trainer seeds] -> resize to
+``image_size`` (bilinear; or, with ``shortest_edge``, the shorter side to ``shortest_edge`` with ``resample`` and then a
+center crop to ``image_size``) -> ``/255`` -> ``(x - mean) / std`` -> ``pixel_values`` float32 ``[3, H, W]``. Without
+augmentation this equals the PIL backend of ``ViTImageProcessor`` (plain resize) and of ``BitImageProcessor`` /
+``MobileNetV2ImageProcessor`` (shortest edge + center crop) within 1e-5; the run's eval transform is the model's own
+``AutoImageProcessor`` (:mod:`tl_hf.run.data.image_pipeline`), and this path is its tested twin and the Pillow
+augmentation fallback.
 """
 
 from __future__ import annotations
@@ -46,12 +50,13 @@ class ImageTransform:
     def __init__(self, size: int | tuple[int, int], mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, *, augment: bool = False,
                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 flip_p: float = 0.5) -> None:
+                 flip_p: float = 0.5, shortest_edge: int | None = None, resample: int = 2) -> None:
         self.size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
         self.mean = np.asarray(per_channel(mean), dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(per_channel(std), dtype=np.float32).reshape(3, 1, 1)
         self.augment = augment
         self.scale, self.ratio, self.flip_p = scale, ratio, flip_p
+        self.shortest_edge, self.resample = shortest_edge, int(resample)
 
     def __repr__(self) -> str:
         return (f"ImageTransform(size={self.size}, mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()}, "
@@ -104,12 +109,35 @@ class ImageTransform:
 
             box = self.crop_box(img.width, img.height, generator)
             flip = float(torch.rand(1, generator=generator)) < self.flip_p
-        if box is not None or img.size != (width, height):
+        if self.shortest_edge and box is None:  # the processor's eval path: shorter side, then a center crop
+            img = _resize_shortest_then_crop(img, self.shortest_edge, (width, height), self.resample)
+        elif box is not None or img.size != (width, height):
             img = img.resize((width, height), Image.Resampling.BILINEAR, box=box)
         if flip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
         return np.ascontiguousarray((arr - self.mean) / self.std, dtype=np.float32)
+
+
+def _resize_shortest_then_crop(img, shortest: int, out_wh: tuple[int, int], resample: int):
+    """transformers' ``get_resize_output_image_size(default_to_square=False)`` then ``center_crop``."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = shortest, int(shortest * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample)
+    cw, ch = out_wh
+    top, left = (new_h - ch) // 2, (new_w - cw) // 2
+    if top < 0 or left < 0:  # smaller than the crop: pad with zeros like transformers' center_crop
+        canvas = np.zeros((max(ch, new_h), max(cw, new_w), 3), dtype=np.uint8)
+        t0, l0 = (canvas.shape[0] - new_h) // 2, (canvas.shape[1] - new_w) // 2
+        canvas[t0:t0 + new_h, l0:l0 + new_w] = np.asarray(img)
+        from PIL import Image
+
+        img, new_h, new_w = Image.fromarray(canvas), canvas.shape[0], canvas.shape[1]
+        top, left = (new_h - ch) // 2, (new_w - cw) // 2
+    return img.crop((left, top, left + cw, top + ch))
 
 
 def per_channel(v: Sequence[float]) -> list[float]:

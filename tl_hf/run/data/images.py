@@ -11,7 +11,8 @@ datasets and the collator.
   ImageFolder layout; the class is the subfolder name, classes are sorted). Without ``eval_dir``, ``eval_fraction``
   holds out a seeded part of ``train_dir``; with neither there is no evaluation.
 
-Preprocessing is :class:`~tl_hf.run.data.image_transform.ImageTransform`. JPEGs more than twice the needed size are
+Preprocessing is the run's (:mod:`tl_hf.run.data.image_pipeline`: the model's image processor for evaluation,
+torchvision or Pillow augmentation for training), else :class:`~tl_hf.run.data.image_transform.ImageTransform`. JPEGs more than twice the needed size are
 decoded at 1/2, 1/4 or 1/8 scale (Pillow's ``draft``, DCT scaling), which is much faster and differs only slightly from
 decoding at full size. Images are decoded lazily, one per ``__getitem__``; before training every selected file is
 decoded once (``data.verify_images``) so that unreadable files are skipped with a warning or stop the run with an
@@ -74,8 +75,20 @@ class ImageDataConfig:
     max_eval_samples: int | None = field(default=None, metadata={
         "help": "Evaluate on a seeded random subset of this many images (default: all)."})
     augment: bool = field(default=False, metadata={
-        "help": "Training images only: random resized crop (scale 0.08-1, ratio 3/4-4/3) and horizontal flip "
-                "(Pillow + numpy, torch's seeded RNG). Leave off for digits: flips change their meaning."})
+        "help": "Training images only: random resized crop (data.augment_scale, ratio 3/4-4/3) to the eval input size "
+                "and horizontal flip (torchvision.transforms.v2 when the vision extra imports, else Pillow + numpy; "
+                "torch's seeded RNG either way). Leave off for digits: flips change their meaning."})
+    augment_scale: list[float] | None = field(default=None, metadata={
+        "help": "[min, max] area fraction of the random resized crop. Default [0.08, 1] (ImageNet-style, for photos "
+                "of 224 px and more); small images upscaled to the model input (32 px CIFAR) want a milder one, "
+                "e.g. [0.6, 1]."})
+    convert_grayscale: bool = field(default=True, metadata={
+        "help": "Grayscale images (PIL modes L, I;16, ...) are converted to RGB by copying the gray channel into R, "
+                "G and B, and the log says how many; false refuses them (the models take RGB)."})
+    interpolate_pos_encoding: bool | None = field(default=None, metadata={
+        "help": "ViT family only. Default (null): interpolate the position embeddings when the input size differs "
+                "from the model's config image_size (DINOv2 always does). false: refuse a different size. A model "
+                "without position embeddings (a CNN) refuses the key."})
     on_bad_image: str = field(default="skip", metadata={
         "help": "An unreadable image file: 'skip' (leave it out, with a warning naming it) or 'fail' (stop with an "
                 "error naming it)."})
@@ -117,6 +130,10 @@ class ImageDataConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"data.{name} must be >= 1 (or null for all images), got {v}")
+        if self.augment_scale is not None:
+            sc = self.augment_scale
+            if len(sc) != 2 or not 0.0 < sc[0] <= sc[1] <= 1.0:
+                raise ConfigError(f"data.augment_scale needs [min, max] with 0 < min <= max <= 1, got {sc}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"data.on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
                               f"got {self.on_bad_image!r}")
@@ -173,7 +190,7 @@ class ImageDataset:
         if isinstance(i, (int, np.integer)) and not -len(self) <= i < len(self):
             raise IndexError(i)
         pixels = self.transform(self.image(int(i)))
-        return {"pixel_values": torch.from_numpy(pixels), "labels": int(self.labels[i])}
+        return {"pixel_values": torch.as_tensor(pixels), "labels": int(self.labels[i])}
 
 
 class ImageCollator:
@@ -211,12 +228,15 @@ class ImageClassificationData:
 
 def load_image_classification(cfg: ImageDataConfig, seed: int = 42, *, image_size: int | tuple[int, int] = 224,
                               mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                              log: Callable = logger.info) -> ImageClassificationData:
+                              log: Callable = logger.info, train_tf=None,
+                              eval_tf=None) -> ImageClassificationData:
     """Datasets for ``cfg``: list the files (or load MNIST), split, subset with ``cfg.seed`` (default ``seed``), check
-    that the selected images decode, attach the transforms (augmentation on the training set only if asked)."""
+    that the selected images decode, attach the transforms (augmentation on the training set only if asked).
+    ``train_tf`` / ``eval_tf`` (the run's, :mod:`tl_hf.run.data.image_pipeline`) replace the plain
+    :class:`ImageTransform` built from ``image_size`` / ``mean`` / ``std``."""
     seed = cfg.seed if cfg.seed is not None else seed
-    train_tf = ImageTransform(image_size, mean, std, augment=cfg.augment)
-    eval_tf = ImageTransform(image_size, mean, std, augment=False)
+    train_tf = train_tf or ImageTransform(image_size, mean, std, augment=cfg.augment)
+    eval_tf = eval_tf or ImageTransform(image_size, mean, std, augment=False)
     if cfg.dataset == "mnist":
         data = _load_mnist(cfg, seed, train_tf, eval_tf)
     else:

@@ -1,9 +1,11 @@
-"""Image classification (ViT family): the library side of ``recipes/image_classification.py`` and of ``tl-hf run``
-for ``task: image_classification``. The data side (``data`` section, datasets, preprocessing) is
-:mod:`tl_hf.run.data.images`.
+"""Image classification (ViT family, DINOv2, CNNs such as MobileNetV2): the library side of
+``recipes/image_classification.py`` and of ``tl-hf run`` for ``task: image_classification``. The data side (``data``
+section, datasets) is :mod:`tl_hf.run.data.images`, the pixel pipeline :mod:`tl_hf.run.data.image_pipeline`.
 
-``mean`` / ``std`` come from ``data.image_mean`` / ``data.image_std``, else the model's ``preprocessor_config.json``,
-else the ImageNet statistics.
+The eval transform is the model's own image processor (``preprocessor_config.json``: resize, crop, mean / std), with
+``data.image_mean`` / ``data.image_std`` / ``data.image_size`` on top; a model folder without that file needs
+``data.image_mean`` / ``data.image_std``. The model is ``AutoModelForImageClassification`` with a new head for the
+data's labels (logged). An input size other than the config's ``image_size`` interpolates the position embeddings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from tl_hf._errors import ConfigError, one_line
 from tl_hf._hub_access import offline as _offline
+from tl_hf.run.data.image_pipeline import ProcessorTransform, check_images, describe, eval_processor, train_transform
 from tl_hf.run.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, per_channel
 from tl_hf.run.data.images import ImageCollator, ImageDataConfig, load_image_classification
 from tl_hf.run.models import BUNDLED_ALIASES, ModelLoadError, _from_pretrained, resolve_model_path
@@ -50,24 +53,29 @@ def _load_model_config(name: str):
     return config
 
 
-def image_stats(name: str) -> tuple[list[float], list[float], str, Any]:
-    """``(mean, std, source, size)`` from the model's ``preprocessor_config.json`` (a local directory, or the HF cache
-    / Hub for an id), else the ImageNet statistics. ``size`` is the processor's size entry or None."""
+def _processor_path(name: str) -> str | None:
+    """The model's ``preprocessor_config.json`` (a local directory, or the HF cache / Hub for an id), else None."""
     location, local = resolve_model_path(name)
-    path = None
     if local:
         p = Path(location) / "preprocessor_config.json"
-        path = str(p) if p.is_file() else None
-    else:
-        try:
-            from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        return str(p) if p.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-            cached = try_to_load_from_cache(location, "preprocessor_config.json")
-            path = cached if isinstance(cached, str) else None
-            if path is None and not _offline():
-                path = hf_hub_download(location, "preprocessor_config.json")
-        except Exception:  # noqa: BLE001 - no processor config: fall back to the defaults
-            path = None
+        cached = try_to_load_from_cache(location, "preprocessor_config.json")
+        path = cached if isinstance(cached, str) else None
+        if path is None and not _offline():
+            path = hf_hub_download(location, "preprocessor_config.json")
+        return path
+    except Exception:  # noqa: BLE001 - no processor config
+        return None
+
+
+def image_stats(name: str) -> tuple[list[float], list[float], str, Any]:
+    """``(mean, std, source, size)`` from the model's ``preprocessor_config.json``, else the ImageNet statistics (a
+    run refuses that case: :func:`tl_hf.run.data.image_pipeline.eval_processor`). ``size`` is the processor's size
+    entry or None."""
+    path = _processor_path(name)
     if path is not None:
         try:
             with open(path, encoding="utf-8") as fh:
@@ -130,56 +138,126 @@ def save_scratch_vit(out_dir: str | os.PathLike, *, image_size: int = 28, patch_
 # Recipe
 # ---------------------------------------------------------------------------------------------------------------------
 
+#: model types whose embeddings always interpolate the position grid to the input (no forward flag)
+ALWAYS_INTERPOLATES = ("dinov2", "dinov2_with_registers")
+
+
+def _position_kind(config) -> str | None:
+    """How the model handles an input size other than its config's: ``"flag"`` (forward takes
+    ``interpolate_pos_encoding``), ``"always"`` (DINOv2), ``"fixed"`` (patches, no interpolation) or None (no
+    position embeddings: a CNN)."""
+    import inspect
+
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    if config.model_type in ALWAYS_INTERPOLATES:
+        return "always"
+    cls = getattr(transformers, str(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)), None)
+    if cls is not None and "interpolate_pos_encoding" in inspect.signature(cls.forward).parameters:
+        return "flag"
+    return None if getattr(config, "patch_size", None) is None else "fixed"
+
+
 def _check(cfg: RunConfig, args):
-    """The model config (fails fast: not a model, not an image model, an offline Hub id)."""
+    """The model config (fails fast: not a model, not an image model, an offline Hub id, a ViT-only key on a CNN)."""
     if not isinstance(cfg.data, ImageDataConfig):
         raise ConfigError(f"task image_classification needs an image data section, got {type(cfg.data).__name__}")
     args.label_names = args.label_names or ["labels"]  # a PeftModel's forward(*args, **kwargs) hides `labels`
-    return _load_model_config(cfg.model.name_or_path)
+    config = _load_model_config(cfg.model.name_or_path)
+    if cfg.data.interpolate_pos_encoding is not None and _position_kind(config) is None:
+        raise ConfigError(f"data.interpolate_pos_encoding is a ViT-family option (position embeddings), but "
+                          f"{cfg.model.name_or_path!r} is a {config.model_type} model without them: remove the key")
+    return config
+
+
+def _position_plan(cfg: RunConfig, config, size, model_size, log) -> bool:
+    """Whether the collator passes ``interpolate_pos_encoding=True``; logs (or refuses) an input size that differs
+    from the model's config."""
+    kind, want = _position_kind(config), cfg.data.interpolate_pos_encoding
+    if kind is None or model_size is None or tuple(size) == tuple(model_size):
+        return bool(want) and kind == "flag"
+    differs = f"the input {size[0]}x{size[1]} differs from the model's image_size {model_size[0]}x{model_size[1]}"
+    if want is False or kind == "fixed":
+        raise ConfigError(f"{differs} and " + ("data.interpolate_pos_encoding is false" if want is False else
+                          f"{config.model_type} cannot interpolate its position embeddings")
+                          + f": set data.image_size={model_size[0]}" + ("" if kind == "fixed" else
+                                                                        " or drop data.interpolate_pos_encoding"))
+    log(f"{differs}: the position embeddings are interpolated (bicubic) to the "
+        f"{size[0] // _patch(config)}x{size[1] // _patch(config)} patch grid"
+        + (" (DINOv2 always does)" if kind == "always" else ""))
+    return kind == "flag"
+
+
+def _patch(config) -> int:
+    p = getattr(config, "patch_size", None)
+    return int(p[0] if isinstance(p, (list, tuple)) else p) if p else 1
+
+
+def _load_model(cfg: RunConfig, names: list[str], log):
+    """``...ForImageClassification`` with a new head for ``names``; logs which head parameters are new."""
+    from transformers import AutoModelForImageClassification
+
+    model, info = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model",
+                                   trust_remote_code=cfg.model.trust_remote_code, num_labels=len(names),
+                                   id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                                   ignore_mismatched_sizes=True, output_loading_info=True)
+    mismatched = [f"{k[0]} {tuple(k[1])} -> {tuple(k[2])}" if isinstance(k, (list, tuple)) and len(k) == 3
+                  else str(k) for k in (info.get("mismatched_keys") or [])]
+    missing = sorted(info.get("missing_keys") or [])
+    if mismatched:
+        log(f"new head for {len(names)} labels: replaced the checkpoint's {', '.join(mismatched)} "
+            "(ignore_mismatched_sizes), randomly initialised")
+    if missing:
+        log(f"new head for {len(names)} labels: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} "
+            "randomly initialised (not in the checkpoint)")
+    return model
 
 
 def _build(cfg: RunConfig, args, config, log) -> Built:
-    import inspect
-
-    from transformers import AutoModelForImageClassification
-
     dcfg: ImageDataConfig = cfg.data
-    if dcfg.image_mean is not None:
-        mean, std, stats_from = per_channel(dcfg.image_mean), per_channel(dcfg.image_std), "data.image_mean/std"
-        proc_size = None
-    else:
-        mean, std, stats_from, proc_size = image_stats(cfg.model.name_or_path)
-    model_size = _config_image_size(config, proc_size)
-    size = (dcfg.image_size, dcfg.image_size) if dcfg.image_size else (model_size or (224, 224))
+    proc_path = _processor_path(cfg.model.name_or_path)
+    if proc_path is not None:  # an unreadable / unknown preprocessor_config.json is a one-line error
+        image_stats(cfg.model.name_or_path)
+    try:
+        proc = eval_processor(os.path.dirname(proc_path) if proc_path else None, mean=dcfg.image_mean,
+                              std=dcfg.image_std, image_size=dcfg.image_size,
+                              model_size=_config_image_size(config, None), model_name=cfg.model.name_or_path)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ModelLoadError(f"cannot load the image processor from {proc_path}: {one_line(exc)}") from None
+    eval_tf = ProcessorTransform(proc)
+    size = eval_tf.size
+    train_tf, augmentation = train_transform(eval_tf, augment=dcfg.augment,
+                                             scale=dcfg.augment_scale or (0.08, 1.0))
+    stats_from = "data.image_mean/std" if dcfg.image_mean is not None else proc_path
+    mean, std = list(proc.image_mean), list(proc.image_std)
+    log(f"eval transform: {describe(proc)}; training augmentation: {augmentation}")
 
-    data = load_image_classification(dcfg, seed=args.seed, image_size=size, mean=mean, std=std, log=log)
+    interpolate = _position_plan(cfg, config, size, _config_image_size(config, None), log)
+    data = load_image_classification(dcfg, seed=args.seed, image_size=size, log=log, train_tf=train_tf,
+                                     eval_tf=eval_tf)
+    checked = check_images([data.train, data.eval], input_size=size,
+                           patch_size=_patch(config) if _position_kind(config) else None,
+                           convert_grayscale=dcfg.convert_grayscale, log=log)
     names = check_num_labels(cfg, data.label_names)
-    model = _from_pretrained(AutoModelForImageClassification, cfg.model.name_or_path, "model",
-                             trust_remote_code=cfg.model.trust_remote_code, num_labels=len(names),
-                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-                             ignore_mismatched_sizes=True)
-    interpolate = False
-    if model_size is not None and tuple(size) != tuple(model_size):
-        if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
-            interpolate = True
-            log(f"image_size {size[0]}x{size[1]} differs from the model's {model_size[0]}x{model_size[1]}: the "
-                "position embeddings are interpolated")
-        else:
-            log(f"warning: image_size {size[0]}x{size[1]} differs from the model's {model_size[0]}x{model_size[1]} "
-                f"and {type(model).__name__} has no interpolate_pos_encoding")
+    model = _load_model(cfg, names, log)
     n_eval = len(data.eval) if data.eval is not None else 0
+    upscaled = checked.get("upscaled_from")
     return Built(
         model=model, train_dataset=data.train, eval_dataset=data.eval, label_names=names,
         data_collator=ImageCollator(interpolate),
         dataset_name=dcfg.dataset or os.path.basename(os.path.normpath(str(dcfg.train_dir))),
-        summary=f"images {size[0]}x{size[1]}, mean/std from {stats_from}, augment {dcfg.augment}; train "
-                f"{len(data.train):,} images ({data.sources.get('train')}), eval {n_eval:,} "
-                f"({data.sources.get('eval')})",
+        summary=f"images {size[0]}x{size[1]}" + (f" (upscaled from {upscaled[0]}x{upscaled[1]})" if upscaled else "")
+                + f", mean/std from {stats_from}, augment {dcfg.augment}; train {len(data.train):,} images "
+                  f"({data.sources.get('train')}), eval {n_eval:,} ({data.sources.get('eval')})",
         results={"eval_split": data.sources.get("eval_split") if data.eval is not None else None,
                  "image_size": list(size), "normalization": {"mean": mean, "std": std, "source": stats_from},
+                 "eval_transform": describe(proc), "train_augmentation": augmentation, **checked,
                  "skipped_images": [p for p, _ in data.skipped], "excluded_images": data.excluded},
         # so the saved model reloads with the same inputs
-        save_extras=lambda out: _write_processor_config(out, size, mean, std))
+        save_extras=lambda out: proc.save_pretrained(out))
 
 
 IMAGE_CLASSIFICATION = ClassificationTask(check=_check, build=_build, peft_task_type=None)
@@ -192,4 +270,4 @@ def run_image_classification(cfg: RunConfig, *, log=print) -> dict[str, Any]:
 
 
 register_task("image_classification", ImageDataConfig, run_image_classification,
-              "image classification with a ViT-family model (imagefolder, hymenoptera, MNIST)")
+              "image classification with a ViT-family or CNN model (imagefolder, hymenoptera, MNIST)")
