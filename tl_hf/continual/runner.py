@@ -77,7 +77,12 @@ class ContinualRunner(ResumableRun):
             ``(task_index, task) -> dict``. Defaults: ``report_to="none", save_strategy="no"``, ``use_cpu=True`` on a machine without an
             accelerator.
         trainer_kwargs: passed to every :class:`~tl_hf.TransferTrainer` (``llrd``, ``freezing``, ``layer_map``,
-            ``data_collator``...).
+            ``data_collator``, ``averaging``, ``reinit``...). Per task: ``reinit`` (re-initialise the top blocks)
+            applies before the **first** task only (before a later task it would erase what the earlier ones
+            learned); ``averaging`` (EMA / SWA) restarts at every task from the weights the task starts with; with
+            ``final_average`` (default) the average is the model after the task (what the regularizers' ``end_task``,
+            the evaluation and the next task see), otherwise the raw weights carry on and the evaluation (through
+            ``Trainer.predict``) runs on the average when ``eval_with_average``.
         layer_map: shortcut for ``trainer_kwargs["layer_map"]`` (rules for a model without a built-in map).
         head_patterns: regexes of the head's parameter names (task-incremental), default ``classifier.``.
         num_labels: the head's output size; default ``model.config.num_labels``, else the out-size of the head.
@@ -292,6 +297,8 @@ class ContinualRunner(ResumableRun):
                     len(task.train), [r.name for r in active])
         kwargs = dict(self.trainer_kwargs)
         kwargs.setdefault("data_collator", self.data_collator)
+        if k > 0:
+            kwargs.pop("reinit", None)  # the top blocks are re-initialised before the first task only
         resume = self._task_checkpoint(args.output_dir) if self.state_dir is not None else None
         if resume is not None:
             logger.info("task %d/%d %r: resuming from its checkpoint %s", k + 1, n, task.name, resume)

@@ -166,9 +166,10 @@ class FreezingConfig:
                 raise ValueError(f"freezing pattern {rx!r} is not a valid regex: {exc}") from None
         if not isinstance(self.cache_features, bool):
             raise ValueError(f"freezing.cache_features must be true or false, got {self.cache_features!r}")
-        if self.cache_features and self.policy != "feature_extraction":
+        if self.cache_features and self.policy not in ("feature_extraction", "gradual"):
             raise ValueError(f"freezing.cache_features needs policy 'feature_extraction' (the backbone entirely "
-                             f"frozen), got policy {self.policy!r}; set policy: feature_extraction or "
+                             f"frozen) or 'gradual' with a head-only first phase (LP-FT: the cache serves the linear "
+                             f"probe), got policy {self.policy!r}; set policy: feature_extraction or "
                              "cache_features: false")
         if isinstance(self.schedule, dict):
             self.schedule = GradualSchedule(**self.schedule)

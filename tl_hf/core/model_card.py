@@ -178,6 +178,7 @@ def robust_lines(trainer) -> list[str]:
     averager = getattr(trainer, "averager", None)
     if averager is not None:
         out.append(averager.card_line())
+    out += list(getattr(trainer, "robust_notes", None) or [])  # set by the run layer: pooling, WiSE-FT
     return ["### Robust fine-tuning", "", *out, ""] if out else []
 
 

@@ -17,6 +17,7 @@ from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback,
 from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
+from tl_hf.core.lp_ft import check_cached_probe
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
 from tl_hf.core.progress import progress_bars
 from tl_hf.core.reinit import ReinitConfig, reinit_top_blocks
@@ -130,7 +131,10 @@ class TransferTrainer(Trainer):
         if self.freezing.cache_features:
             from tl_hf.core.feature_cache import FeatureCache, IndexedDataset
 
-            self._check_feature_cache()
+            if self.freezing.is_dynamic:  # LP-FT: the cache serves the head-only first phase, then is dropped
+                check_cached_probe(self.freezer, self.layer_map)
+            else:
+                self._check_feature_cache()
             if self.train_dataset is not None:
                 IndexedDataset(self.train_dataset)  # refuses an iterable training set now, not at train()
             self.feature_cache = FeatureCache(model)
@@ -227,6 +231,8 @@ class TransferTrainer(Trainer):
         if self.feature_cache is not None and _INDEX_KEY in inputs:  # a training batch: replay the cached backbone
             inputs = dict(inputs)
             idx = inputs.pop(_INDEX_KEY)
+            if not self._cache_live():  # LP-FT after its probe phase: the full forward
+                return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
             store = self._feature_train_store or self._feature_store("train", self.train_dataset)
             with self.feature_cache.replay(store, idx, inputs):
                 return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -277,7 +283,18 @@ class TransferTrainer(Trainer):
         check_trainer_setup(self.model, self.freezer.depths, self.layer_map.head_depth, regularizers=self.regularizers,
                             args=self.args, freeze_norm_stats=self.freezing.freeze_norm_stats)
 
+    def _cache_live(self) -> bool:
+        """Whether cached outputs serve this step (LP-FT: only in its head-only phase; then they are dropped)."""
+        if self.feature_cache is not None and self.freezing.is_dynamic and (self.freezer.phase or 0) > 0:
+            if self.feature_cache.stores:
+                self.feature_cache.stores.clear()  # the backbone trains now: free the cached outputs
+                self._feature_train_store = self._feature_eval_store = None
+            return False
+        return self.feature_cache is not None
+
     def _build_train_features(self) -> None:
+        if not self._cache_live():  # resumed after LP-FT's linear-probe phase: nothing to cache
+            return
         self._check_feature_cache()
         self._feature_train_store = self._feature_store("train", self.train_dataset)
 
@@ -326,7 +343,7 @@ class TransferTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
-        if self.feature_cache is None:
+        if not self._cache_live():
             return super().get_eval_dataloader(eval_dataset)
         ds = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else \
             (self.eval_dataset if eval_dataset is None else eval_dataset)
@@ -349,6 +366,8 @@ class TransferTrainer(Trainer):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         inputs = dict(inputs)
         idx = inputs.pop(_INDEX_KEY)
+        if not self._cache_live():
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         with self.feature_cache.replay(self._feature_eval_store, idx, inputs):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
@@ -385,10 +404,18 @@ class TransferTrainer(Trainer):
 
     def evaluate(self, *args, **kwargs):
         """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
-        if self.averager is None or not self.averaging.eval_with_average:
+        with self._averaged():
             return super().evaluate(*args, **kwargs)
-        with self.averager.swapped():
-            return super().evaluate(*args, **kwargs)
+
+    def _averaged(self):
+        on = self.averager is not None and self.averaging.eval_with_average
+        return self.averager.swapped() if on else contextlib.nullcontext()
+
+    def predict(self, *args, **kwargs):
+        """As ``Trainer.predict``; on the averaged weights when ``averaging.eval_with_average``, as :meth:`evaluate`
+        (the continual runner scores every task through it)."""
+        with self._averaged():
+            return super().predict(*args, **kwargs)
 
     # -- logging --------------------------------------------------------------------------------------------------
     @property

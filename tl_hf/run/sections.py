@@ -21,7 +21,7 @@ from tl_hf.run.data.text import DataConfig
 __all__ = ["DOMAIN_SHIFTS", "EarlyStoppingConfig", "EvaluationConfig", "HubConfig", "ModelConfig",
            "NON_MAPPING_SECTIONS", "PeftSectionConfig", "RunConfig", "SECTIONS", "SECTION_TYPES", "STRATEGY_MODES",
            "StrategyConfig",
-           "TRAINING_DEFAULTS", "TRAINING_EXTRA"]
+           "TRAINING_DEFAULTS", "TRAINING_EXTRA", "WiseFTConfig"]
 
 
 @dataclass
@@ -41,8 +41,14 @@ class ModelConfig:
                 "the head with a new one (image models always do)."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Allow a model repo's own Python code to run (transformers trust_remote_code). Off unless set."})
+    pooling: str = field(default="auto", metadata={
+        "help": "What the classification head reads: auto (a sentence-transformers model folder's own pooling, e.g. "
+                "mean for all-MiniLM-L6-v2, under feature extraction and the linear-probe phase of LP-FT; else the "
+                "model's pooler), mean (masked mean of the last hidden states) or cls (the model's own pooler)."})
 
     def __post_init__(self) -> None:
+        if self.pooling not in ("auto", "mean", "cls"):
+            raise ConfigError(f"model.pooling must be one of auto, mean, cls, got {self.pooling!r}")
         if not self.name_or_path.strip():
             raise ConfigError("model.name_or_path must not be empty")
         if self.num_labels is not None and self.num_labels < 2:
@@ -145,6 +151,11 @@ class EvaluationConfig:
                 "accuracy, precision, recall, f1 and confusion_matrix (offline); any other name (e.g. "
                 "matthews_correlation) or a metric script path goes to evaluate.load (the Hub, or the HF cache). "
                 "Loaded and checked before training; a key shared with the defaults takes the metric's value."})
+    extra_eval_sets: list[dict] = field(default_factory=list, metadata={
+        "help": "More evaluation sets after training (e.g. out-of-distribution), each {name: NAME, dataset: cr | "
+                "imdb_test2000} (under the data root) or {name, file, text_column, label_column, file_format, "
+                "quoting}, optionally max_samples; reported as <name>_accuracy etc. in all_results.json, never used "
+                "to choose anything."})
 
     def __post_init__(self) -> None:
         seen = set()
@@ -160,6 +171,10 @@ class EvaluationConfig:
                                   "results would share keys)")
             seen.add(name)
 
+        from tl_hf.run.data.eval_sets import check_extra_eval_sets
+
+        check_extra_eval_sets(self.extra_eval_sets)
+
     def metric_specs(self) -> list[tuple[str, dict]]:
         """``(name, compute kwargs)`` per configured metric."""
         return [(e["name"], {k: v for k, v in e.items() if k != "name"}) if isinstance(e, dict) else (e, {})
@@ -174,6 +189,35 @@ TRAINING_EXTRA: dict[str, tuple[type, str]] = {
                                    "checkpoint-* folders are removed instead of resumed from (default: resume when "
                                    "the config matches, refuse when it differs)."),
 }
+
+
+@dataclass
+class WiseFTConfig:
+    """WiSE-FT (Wortsman et al. 2022) after training: evaluate theta(alpha) = (1 - alpha) theta_init + alpha theta_ft
+    for each alpha on the eval set and the extra eval sets, choose alpha on the eval (validation) set only."""
+
+    alphas: list[float] = field(default_factory=list, metadata={
+        "help": "The alphas to evaluate, each in [0, 1] (e.g. [0, 0.25, 0.5, 0.75, 1]); empty = off. theta_init is "
+                "the model before fine-tuning (the linear-probe head after the first phase of LP-FT)."})
+    metric: str = field(default="accuracy", metadata={"help": "Eval metric (without eval_) that chooses alpha."})
+    greater_is_better: bool = field(default=True, metadata={"help": "Whether a larger metric is better."})
+
+    def __post_init__(self) -> None:
+        from tl_hf.core.wise_ft import check_alpha
+
+        if not isinstance(self.alphas, list):
+            raise ConfigError(f"wise_ft.alphas must be a list of numbers in [0, 1], got {self.alphas!r}")
+        for i, a in enumerate(self.alphas):
+            try:
+                check_alpha(a)
+            except ValueError:
+                raise ConfigError(f"wise_ft.alphas[{i}] must be a number in [0, 1], got {a!r}") from None
+        if len(set(self.alphas)) != len(self.alphas):
+            raise ConfigError(f"wise_ft.alphas lists a value twice: {self.alphas}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.alphas)
 
 
 @dataclass
@@ -202,7 +246,9 @@ class RunConfig:
         "help": "manual, or auto: choose freezing + LLRD from the data size."})
     hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "Push to the Hub after training."})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={
-        "help": "Extra evaluate metrics of the eval set (evaluation.metrics)."})
+        "help": "Extra evaluate metrics of the eval set (evaluation.metrics) and extra eval sets."})
+    wise_ft: WiseFTConfig = field(default_factory=WiseFTConfig, metadata={
+        "help": "WiSE-FT sweep after training (wise_ft.alphas); empty = off."})
     strict: bool = field(default=False, metadata={
         "help": "Refuse keys that this run ignores (e.g. freezing.k with policy full) instead of warning."})
 
@@ -229,10 +275,10 @@ class RunConfig:
 
 SECTIONS = ("task", "model", "data", "training", "llrd", "freezing", "reinit", "averaging", "regularizers",
             "early_stopping", "peft",
-            "strategy", "hub", "evaluation", "strict")
+            "strategy", "hub", "evaluation", "wise_ft", "strict")
 SECTION_TYPES: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "llrd": LLRDConfig,
                                   "freezing": FreezingConfig, "reinit": ReinitConfig, "averaging": AveragingConfig,
                                   "early_stopping": EarlyStoppingConfig,
                                   "peft": PeftSectionConfig, "strategy": StrategyConfig, "hub": HubConfig,
-                                  "evaluation": EvaluationConfig}
+                                  "evaluation": EvaluationConfig, "wise_ft": WiseFTConfig}
 NON_MAPPING_SECTIONS = ("task", "regularizers", "strict")

@@ -148,6 +148,7 @@ class Built:
     summary: str = ""  # the task's part of the "model ...: N parameters" line (data sizes and sources)
     results: dict[str, Any] = field(default_factory=dict)  # extra entries of all_results.json (eval_split, ...)
     save_extras: Callable[[str], None] | None = None  # writes files the saved model needs into output_dir
+    extra_eval_sets: dict[str, Any] = field(default_factory=dict)  # evaluation.extra_eval_sets, name -> dataset
 
 
 @dataclass(frozen=True)
@@ -237,16 +238,21 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
 
     from tl_hf.core.layers import get_layer_map
     from tl_hf.run.outputs import push_model, write_card, write_results
+    from tl_hf.run.pooling import apply_run_pooling
 
     transformers.set_seed(args.seed)
     last_checkpoint = resume_point(cfg, args, log)
     built = task.build(cfg, args, checked, log)
     metrics.check(len(built.label_names))
-    llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), get_layer_map(built.model).num_blocks, log)
+    lmap = get_layer_map(built.model)
+    llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), lmap.num_blocks, log)
+    pooling = apply_run_pooling(cfg, built.model, freezing, lmap, log)
     model = maybe_wrap_peft(built.model, cfg, task_type=task.peft_task_type)
     trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=built.train_dataset,
                             eval_dataset=built.eval_dataset, data_collator=built.data_collator,
                             processing_class=built.processing_class, compute_metrics=metrics)
+    trainer.robust_notes = [f"- **pooling**: {pooling}"] if pooling else []
+    wise_init = _wise_ft_init(cfg, trainer, built)
     log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
         f"{built.summary}")
@@ -258,6 +264,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     save = args.should_save and (cfg.model.save_model or cfg.hub.push)
     evaluated = _evaluate(task, trainer, built, cfg)
     trainer.check_finite("the model and results", eval_loss=evaluated.get("eval_loss"))
+    evaluated.update(_after_training(cfg, trainer, built, wise_init, save, log))
     if save:
         if built.save_extras is not None:
             os.makedirs(args.output_dir, exist_ok=True)
@@ -271,3 +278,38 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
         if cfg.hub.push:
             push_model(trainer, cfg, built.dataset_name, evaluated, log)
     return results
+
+
+def _wise_ft_init(cfg: RunConfig, trainer, built: Built):
+    """theta_init of ``wise_ft`` (:class:`~tl_hf.run.wise_ft.WiseFTInit`), taken before training; None when off."""
+    if cfg.evaluation.extra_eval_sets and not built.extra_eval_sets:
+        raise ConfigError(f"evaluation.extra_eval_sets is supported by task text_classification, not {cfg.task}; "
+                          "drop it")
+    if not cfg.wise_ft.enabled:
+        return None
+    if built.eval_dataset is None:
+        raise ConfigError("wise_ft.alphas chooses alpha on the validation set, but this run has no eval data; set "
+                          "data.eval_file / data.eval_split (or data.eval_fraction), or drop wise_ft.alphas")
+    from tl_hf.run.wise_ft import WiseFTInit
+
+    return WiseFTInit(trainer)
+
+
+def _after_training(cfg: RunConfig, trainer, built: Built, wise_init, save: bool, log: Callable) -> dict[str, Any]:
+    """The extra eval sets (``<name>_*``) and the WiSE-FT sweep (``wise_ft_*``), on the trained model."""
+    from tl_hf.run.wise_ft import evaluate_extra_sets, run_wise_ft
+
+    out = evaluate_extra_sets(trainer, built.extra_eval_sets)
+    for name in built.extra_eval_sets:
+        if f"{name}_accuracy" in out:
+            log(f"extra eval set {name}: accuracy {out[f'{name}_accuracy']:.4f}")
+    if wise_init is not None:
+        res = run_wise_ft(cfg, trainer, wise_init, built.extra_eval_sets, save=save, log=log)
+        out.update(res)
+        w = cfg.wise_ft
+        trainer.robust_notes.append(
+            f"- **WiSE-FT** (weight-space ensemble of theta_init = {wise_init.source} and the fine-tuned model): "
+            f"alphas `{w.alphas}`, chosen alpha `{res['wise_ft_alpha']}` on `eval_{w.metric}` (validation only); "
+            "curve in `wise_ft.json` / `wise_ft.png`" + ("; that model in `wise_ft/`" if save else "")
+            + ". This folder's model is the fine-tuned one (alpha 1)")
+    return out

@@ -45,11 +45,25 @@ def _build(cfg: RunConfig, args, checked, log) -> Built:
                              ignore_mismatched_sizes=cfg.model.ignore_mismatched_sizes)
     n_eval = len(data.eval) if data.eval is not None else 0
     return Built(model=model, train_dataset=data.train, eval_dataset=data.eval, label_names=names,
+                 extra_eval_sets=_extra_eval_sets(cfg, args, names, tokenizer, log),
                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                  dataset_name=cfg.data.dataset or os.path.basename(str(cfg.data.train_file)),
                  summary=f"train {len(data.train):,} rows ({data.sources.get('train')}), eval {n_eval:,} rows "
                          f"({data.sources.get('eval')})",
                  results={"eval_split": data.sources.get("eval_split", "dev")})
+
+
+def _extra_eval_sets(cfg: RunConfig, args, names, tokenizer, log) -> dict:
+    """``evaluation.extra_eval_sets``, tokenized like the eval set (:mod:`tl_hf.run.data.eval_sets`)."""
+    if not cfg.evaluation.extra_eval_sets:
+        return {}
+    from tl_hf.run.data.eval_sets import load_extra_eval_sets
+
+    sets, sources = load_extra_eval_sets(cfg.evaluation.extra_eval_sets, root=cfg.data.root, label_names=names,
+                                         tokenizer=tokenizer, max_length=cfg.data.max_length, seed=args.seed)
+    for name, src in sources.items():
+        log(f"extra eval set {name}: {src}")
+    return sets
 
 
 TEXT_CLASSIFICATION = ClassificationTask(check=_check, build=_build, peft_task_type="SEQ_CLS")

@@ -98,6 +98,9 @@ def _check_unsupported(cfg: RunConfig) -> None:
     if cfg.peft.enabled:
         raise ConfigError("peft.enabled is not supported by task: continual (the runner swaps classifier weights "
                           "per task and carries regularizers over the full parameter names); set peft.enabled=false")
+    if cfg.wise_ft.enabled or cfg.evaluation.extra_eval_sets:
+        raise ConfigError("wise_ft and evaluation.extra_eval_sets are not supported by task: continual (it scores "
+                          "every task seen so far itself: accuracy_matrix.json); drop them")
     if cfg.early_stopping.patience > 0:
         raise ConfigError("early_stopping is not supported by task: continual (the runner evaluates every task "
                           "after each task itself); set early_stopping.patience=0")
@@ -154,7 +157,8 @@ def _runner(cfg: RunConfig, args, model, layer_map, prep: Prepared, llrd, freezi
     training.setdefault("use_cpu", not accel)
     if not accel:
         training.setdefault("dataloader_pin_memory", False)
-    trainer_kwargs: dict[str, Any] = {"llrd": llrd, "freezing": freezing}
+    trainer_kwargs: dict[str, Any] = {"llrd": llrd, "freezing": freezing, "reinit": cfg.reinit,
+                                      "averaging": cfg.averaging}  # per task as ContinualRunner documents
     if layer_map is not None:
         trainer_kwargs["layer_map"] = layer_map
     return ContinualRunner(model, prep.tasks, scenario=cfg.data.scenario, output_dir=args.output_dir,
