@@ -1,6 +1,7 @@
 """Bad-input matrix, data rows: missing and empty files, a directory for a file, columns, label forms (lists, dicts,
 absurd ids, labels outside the set, a head of another size), JSONL / CSV / TSV / parquet shapes, encodings,
-max_length above the model's positions, images (unreadable, unknown dataset, worker errors) and MNIST files
+max_length above the model's positions, images (unreadable, unknown dataset, worker errors, a model without a
+preprocessor_config.json, grayscale refused, smaller than a patch, a ViT option on a CNN) and MNIST files
 (truncated, checksum, labels out of range).
 
 Each row: the input, exit code 2, a pattern for the one error line; the output folder stays as it was.
@@ -137,6 +138,44 @@ def _one_class_folder(c: Ctx):
     _image_cfg(c, f"train_dir: {root}, image_size: 16")
 
 
+def _vit_without_processor(c: Ctx):
+    bare = c.tmp / "vit_noproc"
+    shutil.copytree(c.vit, bare)
+    (bare / "preprocessor_config.json").unlink()
+    c.vit = bare
+    _image_cfg(c, f"train_dir: {_image_folder(c)}")
+
+
+def _grayscale_refused(c: Ctx):
+    import numpy as np
+    from PIL import Image
+
+    root = _image_folder(c)
+    Image.fromarray(np.full((16, 16), 90, np.uint8), "L").save(root / "bees" / "gray.png")
+    _image_cfg(c, f"train_dir: {root}, convert_grayscale: false")
+
+
+def _smaller_than_patch(c: Ctx):
+    import numpy as np
+    from PIL import Image
+
+    root = _image_folder(c)
+    Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(root / "ants" / "tiny.png")
+    _image_cfg(c, f"train_dir: {root}")
+
+
+def _vit_option_on_cnn(c: Ctx):
+    import transformers as T
+
+    cnn = c.tmp / "tiny_mobilenet"
+    T.MobileNetV2ForImageClassification(T.MobileNetV2Config(depth_multiplier=0.25, image_size=16, num_labels=2)) \
+        .save_pretrained(cnn)
+    T.MobileNetV2ImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}) \
+        .save_pretrained(cnn)
+    c.vit = cnn
+    _image_cfg(c, f"train_dir: {_image_folder(c)}, interpolate_pos_encoding: true")
+
+
 def _mnist_root(c: Ctx, edit) -> None:
     root = c.tmp / "mnist_root"
     shutil.copytree(real_data_root("mnist_t10k") / "mnist_t10k", root / "mnist_t10k")
@@ -269,6 +308,14 @@ DATA_ROWS = [
         r"data\.on_bad_image must be one of", vit=True),
     row("data-image-std-zero", lambda c: _image_cfg(c, "dataset: mnist, image_mean: [0.5], image_std: [0]"), [],
         r"data\.image_std values must be > 0", vit=True),
+    row("data-image-model-without-processor-config", _vit_without_processor, [],
+        ["vit_noproc", "has no preprocessor_config.json", "set data.image_mean and data.image_std"], vit=True),
+    row("data-image-grayscale-refused", _grayscale_refused, [],
+        ["data.convert_grayscale is false", "gray.png, mode L", "set data.convert_grayscale: true"], vit=True),
+    row("data-image-smaller-than-patch", _smaller_than_patch, [],
+        ["tiny.png is 6x4 pixels", "8x8 patch", "at least 8 pixels on each side"], vit=True),
+    row("data-image-vit-option-on-cnn", _vit_option_on_cnn, [],
+        ["data.interpolate_pos_encoding is a ViT-family option", "mobilenet_v2", "remove the key"], vit=True),
     row("data-mnist-truncated-gz", _mnist_truncated, [],
         r"(?i)t10k-images-idx3-ubyte\.gz.*(truncated|corrupt|MD5)", vit=True),
     row("data-mnist-label-out-of-range", _mnist_label_out_of_range, [],

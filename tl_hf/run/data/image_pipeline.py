@@ -86,6 +86,8 @@ def output_size(proc) -> tuple[int, int]:
         return int(crop["height"]), int(crop["width"])
     if "height" in size:
         return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size and getattr(proc, "crop_pct", None):  # ConvNeXt: resize / crop_pct, crop to the edge
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
     raise ConfigError(f"{type(proc).__name__}: size {size} without a center crop gives images of varying shape; "
                       "set data.image_size")
 
@@ -93,7 +95,13 @@ def output_size(proc) -> tuple[int, int]:
 def describe(proc) -> str:
     """One line: what the processor does."""
     size, (h, w) = _size_dict(proc.size), output_size(proc)
-    resample = getattr(getattr(proc, "resample", None), "name", getattr(proc, "resample", None))
+    resample = getattr(proc, "resample", None)
+    try:
+        from PIL import Image
+
+        resample = Image.Resampling(int(resample)).name.lower()
+    except (TypeError, ValueError):
+        pass
     steps = (f"shorter side to {size['shortest_edge']} ({resample}), center crop {h}x{w}" if "shortest_edge" in size
              else f"resize to {h}x{w} ({resample})")
     return f"{type(proc).__name__}: {steps}, mean {list(proc.image_mean)}, std {list(proc.image_std)}"
