@@ -53,7 +53,7 @@ class ReachedLoading(BaseException):
 
 LOADERS = [("tl_hf.run.data.text", "load_text_classification"), ("tl_hf.run.data.images", "load_image_classification"),
            ("tl_hf.run.data.mnist", "load_mnist_idx"), ("tl_hf.run.tasks.continual.data", "prepare_text"),
-           ("tl_hf.run.tasks.continual.mnist", "prepare_mnist")]
+           ("tl_hf.run.tasks.continual.mnist", "prepare_mnist"), ("tl_hf.run.data.tokens", "load_token_data")]
 
 
 @pytest.fixture

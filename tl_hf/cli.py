@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf", *, task: str | 
             split = results.get("eval_split", "dev")
             print(f"wall time: {results['wall_time_s']:.1f} s; results in "
                   f"{os.path.join(cfg.training['output_dir'], 'all_results.json')}")
-            if "eval_accuracy" in results:
+            if "eval_entities" in results:  # token_classification (strict IOB2 entity scores)
+                print(f"{split} entity F1: {results['eval_f1']:.4f} (precision {results['eval_precision']:.4f}, "
+                      f"recall {results['eval_recall']:.4f}); word accuracy: {results['eval_accuracy']:.4f}")
+            elif "eval_accuracy" in results:
                 print(f"{split} accuracy: {results['eval_accuracy']:.4f}")
             else:
                 print("no evaluation data: set the data section's eval split/file/dir to get an accuracy")

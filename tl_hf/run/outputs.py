@@ -16,7 +16,7 @@ from tl_hf.run.sections import RunConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["DATASET_HUB_IDS", "card_info", "is_main", "main_process_log", "write_results", "evaluate_classification",
-           "write_card", "push_model", "numeric"]
+           "write_card", "push_model", "numeric", "training_plots"]
 
 
 def is_main() -> bool:
@@ -78,13 +78,22 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
         results["confusion_matrix"] = cm.tolist()
         written["confusion_matrix"] = plots.plot_confusion_matrix(cm, label_names,
                                                                   os.path.join(out, "confusion_matrix.png"))
+    written.update(training_plots(trainer, out))
+    results["outputs"] = written
+    return results
+
+
+def training_plots(trainer, out: str) -> dict[str, str]:
+    """The learning curve and (with LLRD groups) the LR per group of a finished run, written into ``out``."""
+    from tl_hf.run import plots
+
+    written = {}
     history = trainer.state.log_history
     written["learning_curve"] = plots.plot_learning_curve(history, os.path.join(out, "learning_curve.png"))
     if any(k.startswith("lr/") for h in history for k in h):
         every_step = getattr(trainer, "lr_history", None) or history  # every optimizer step, warm-up included
         written["lr_per_group"] = plots.plot_lr_per_group(every_step, os.path.join(out, "lr_per_group.png"))
-    results["outputs"] = written
-    return results
+    return written
 
 
 def _write_predictions(path: str, pred_ids, labels, label_names: list[str]) -> str:
@@ -103,7 +112,7 @@ def _name(names, i):
 
 #: the built-in datasets' Hub ids (hymenoptera has none: the card names it in its text only)
 DATASET_HUB_IDS = {"sst2": "stanfordnlp/sst2", "trec": "CogComp/trec", "emotion": "dair-ai/emotion",
-                   "mnist": "ylecun/mnist"}
+                   "mnist": "ylecun/mnist", "wnut17": "leondz/wnut_17"}
 
 
 def card_info(cfg: RunConfig, dataset_name: str | None, results: dict[str, Any]) -> dict[str, Any]:

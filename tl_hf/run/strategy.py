@@ -7,6 +7,9 @@ backbone's outputs, so the head trains as a small classifier on fixed features (
 stated domain shift from the pretraining data moves the choice one step towards unfreezing more (Yosinski et al.
 2014, https://arxiv.org/abs/1411.1792; Howard & Ruder 2018, https://arxiv.org/abs/1801.06146; Peters et al. 2019,
 https://arxiv.org/abs/1903.05987).
+
+An example is what the task's training set holds: a text (classification), a sentence (token classification: its
+words are not counted, so the choice is the cautious one) or a QA window.
 """
 
 from __future__ import annotations

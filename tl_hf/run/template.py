@@ -158,7 +158,8 @@ class ClassificationTask:
     the model. The other hooks default to single-label classification:
 
     * ``metrics(cfg)`` -- the ``compute_metrics`` object, built before any output is touched; it must have
-      a ``check(num_labels)`` method, called once the labels are known (default: the config's :class:`~tl_hf.run.metrics.RunMetrics`);
+      a ``check(num_labels)`` method, called once the labels are known (default: the config's :class:`~tl_hf.run.metrics.RunMetrics`),
+      after ``bind_label_names(names)`` where it has one;
     * ``evaluate(trainer, built, cfg)`` -- after training: evaluate and write the task's predictions and plots,
       returning the results (default: :func:`~tl_hf.run.outputs.evaluate_classification`).
     """
@@ -243,6 +244,8 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     transformers.set_seed(args.seed)
     last_checkpoint = resume_point(cfg, args, log)
     built = task.build(cfg, args, checked, log)
+    if hasattr(metrics, "bind_label_names"):  # metrics that read tag names (token classification)
+        metrics.bind_label_names(built.label_names)
     metrics.check(len(built.label_names))
     lmap = get_layer_map(built.model)
     llrd, freezing = resolve_strategy(cfg, len(built.train_dataset), lmap.num_blocks, log)
