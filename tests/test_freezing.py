@@ -41,7 +41,7 @@ def test_patterns_policy_include_and_exclude():
 
 @pytest.mark.parametrize("cfg,match", [
     ({"policy": "freeze_all"}, r"unknown freezing policy 'freeze_all'; valid policies: full, feature_extraction, "
-                               r"top_k, patterns, gradual"),
+                               r"top_k, patterns, blocks, gradual"),
     ({"policy": "top_k"}, r"needs k"),
     ({"policy": "top_k", "k": -1}, r"needs k"),
     ({"policy": "patterns"}, r"needs include and/or exclude"),

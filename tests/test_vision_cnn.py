@@ -178,3 +178,25 @@ def test_freeze_norm_stats_off_lets_frozen_statistics_move(tmp_path):
     TransferTrainer(model, training_args(tmp_path, max_steps=2), train_dataset=Images(),
                     freezing={"policy": "top_k", "k": 2, "freeze_norm_stats": False}).train()
     _check_stats(model, before, re.compile(r"^$"))
+
+
+@pytest.mark.slow
+def test_real_mobilenet_v2_frozen_blocks_keep_running_means(tmp_path):
+    """The pretrained ImageNet MobileNetV2 (../shared/models), new 2-class head, top 3 depths trained for 3 steps on
+    hymenoptera-sized (224 px) images: every frozen block's BatchNorm statistics are bit-identical, the trained
+    blocks' moved."""
+    from pathlib import Path
+
+    import transformers as T
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "mobilenetv2-imagenet"
+    if not path.exists():
+        pytest.fail(f"{path} not found: the shared backbones are part of the test environment")
+    model = T.AutoModelForImageClassification.from_pretrained(path, num_labels=2, ignore_mismatched_sizes=True)
+    assert get_layer_map(model).num_blocks == 16
+    before = _bn_stats(model)
+    tr = TransferTrainer(model, training_args(tmp_path, max_steps=3, per_device_train_batch_size=4),
+                         train_dataset=Images(n=12, size=224), freezing={"policy": "top_k", "k": 3})
+    tr.train()
+    frozen = _check_stats(model, before, re.compile(r"conv_stem|layer\.(\d|1[0-2])\."))
+    assert frozen == 3 + 13 * 3  # conv_stem: 3 BatchNorms, layer.0..12: 3 each

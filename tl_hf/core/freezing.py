@@ -7,6 +7,8 @@ Policies (``FreezingConfig.policy``):
   backbone's outputs are computed once and each step runs only the head (:mod:`tl_hf.core.feature_cache`).
 * ``top_k`` -- the top ``k`` blocks and the head train; the embeddings too if ``train_embeddings``.
 * ``patterns`` -- regexes over parameter names: ``include`` (trainable; default all) minus ``exclude``.
+* ``blocks`` -- surgical fine-tuning (Lee et al. 2023, https://arxiv.org/abs/2210.11466): only the depths
+  ``blocks: [first, last]`` (inclusive; 0 = embeddings, ``i`` = block ``i``, counted from 1) and the head train.
 * ``gradual`` -- a schedule of phases triggered by epoch or by step; each phase makes more depth levels trainable,
   top-down by default as in ULMFiT (Howard & Ruder 2018, https://arxiv.org/abs/1801.06146), optionally re-warming the
   learning rate of newly unfrozen groups.
@@ -37,7 +39,8 @@ from tl_hf.core.layers import LayerMap
 
 __all__ = ["FreezingConfig", "FreezingController", "GradualSchedule", "Phase", "POLICIES"]
 
-POLICIES = ("full", "feature_extraction", "top_k", "patterns", "gradual")
+POLICIES = ("full", "feature_extraction", "top_k", "patterns", "blocks", "gradual")
+FEATURE_POOLINGS = ("model", "cls", "mean")  # tl_hf.core.feature_layer applies them
 
 
 @dataclass
@@ -144,12 +147,21 @@ class FreezingConfig:
     include: list[str] = field(default_factory=list, metadata={"help": "patterns: regexes of trainable parameter "
                                                                        "names (default: all)."})
     exclude: list[str] = field(default_factory=list, metadata={"help": "patterns: regexes of frozen names."})
+    blocks: list[int] = field(default_factory=list, metadata={
+        "help": "blocks: [first, last] depths that train besides the head (inclusive; 0 = embeddings, i = block i "
+                "counted from 1), e.g. [8, 10] trains blocks 8-10 of a 12-block ViT."})
     schedule: GradualSchedule | None = field(default=None, metadata={"help": "gradual: the unfreezing schedule."})
     freeze_norm_stats: bool = field(default=True, metadata={"help": "Keep frozen BatchNorm layers in eval mode so "
                                                                     "their running statistics do not change."})
     cache_features: bool = field(default=False, metadata={
         "help": "feature_extraction: compute the frozen backbone's outputs once (eval mode, dropout off) and train "
                 "the head on them; needs deterministic data and no regularizers (see tl_hf.core.feature_cache)."})
+    feature_layer: int | None = field(default=None, metadata={
+        "help": "ViT family: the head reads the output of this block (1..L; default the last); the blocks above are "
+                "removed (see tl_hf.core.feature_layer)."})
+    feature_pooling: str = field(default="model", metadata={
+        "help": "ViT family: what the classifier reads: model (its own: ViT [CLS], DINOv2 [CLS] + patch mean), cls, "
+                "or mean (of the patch tokens)."})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -157,6 +169,20 @@ class FreezingConfig:
         if self.policy == "top_k":
             if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
                 raise ValueError(f"freezing policy 'top_k' needs k, an int >= 0 (number of top blocks), got {self.k!r}")
+        if self.policy == "blocks":
+            b = list(self.blocks) if isinstance(self.blocks, (list, tuple)) else None
+            if not b or len(b) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in b) \
+                    or b[0] > b[1]:
+                raise ValueError(f"freezing policy 'blocks' needs blocks: [first, last], two ints 0 <= first <= last "
+                                 f"(0 = embeddings, i = block i), got {self.blocks!r}")
+            self.blocks = b
+        if self.feature_layer is not None and (isinstance(self.feature_layer, bool)
+                                               or not isinstance(self.feature_layer, int) or self.feature_layer < 1):
+            raise ValueError(f"freezing.feature_layer must be a block number >= 1 (or null: the last block), got "
+                             f"{self.feature_layer!r}")
+        if self.feature_pooling not in FEATURE_POOLINGS:
+            raise ValueError(f"freezing.feature_pooling must be one of {', '.join(FEATURE_POOLINGS)}, got "
+                             f"{self.feature_pooling!r}")
         if self.policy == "patterns" and not (self.include or self.exclude):
             raise ValueError("freezing policy 'patterns' needs include and/or exclude regexes")
         for rx in list(self.include) + list(self.exclude):
@@ -221,6 +247,13 @@ class FreezingController:
                 raise ValueError(f"freezing top_k: k={c.k} but this {self.lmap.model_type} model has only "
                                  f"{self.lmap.num_blocks} blocks")
             depths = set(range(head - c.k, head + 1)) | ({0} if c.train_embeddings else set())
+        elif c.policy == "blocks":
+            first, last = c.blocks
+            if last >= head:
+                raise ValueError(f"freezing blocks: [{first}, {last}] is outside this {self.lmap.model_type} model's "
+                                 f"blocks: valid 0..{head - 1} (0 = embeddings, 1..{head - 1} = blocks; the head "
+                                 "always trains)")
+            depths = set(range(first, last + 1)) | {head}
         else:  # patterns
             inc = [re.compile(r) for r in c.include]
             exc = [re.compile(r) for r in c.exclude]

@@ -138,6 +138,10 @@ def freezing_lines(trainer) -> list[str]:
     elif fz.policy == "top_k":
         lines.append(f"- top k = {card_code(fz.k)} blocks and the head train; embeddings "
                      f"{'train' if fz.train_embeddings else 'frozen'}")
+    elif fz.policy == "blocks":
+        first, last = fz.blocks
+        lines.append(f"- surgical fine-tuning: only depths {card_code(first)}..{card_code(last)} "
+                     f"({lmap.depth_name(first)} .. {lmap.depth_name(last)}) and the head train")
     elif fz.policy == "patterns":
         lines.append(f"- include (trainable): {card_code(list(fz.include)) if fz.include else 'all parameters'}")
         lines.append(f"- exclude (frozen): {card_code(list(fz.exclude)) if fz.exclude else 'none'}")
@@ -164,8 +168,10 @@ def freezing_lines(trainer) -> list[str]:
             for i, (start, depths) in enumerate(phases):
                 names = ", ".join(lmap.depth_name(d) for d in sorted(depths))
                 lines.append(f"| {i} | {start} | {names} |")
-    if fz.policy in ("feature_extraction", "top_k", "patterns") and fz.freeze_norm_stats:
+    if fz.policy in ("feature_extraction", "top_k", "patterns", "blocks") and fz.freeze_norm_stats:
         lines.append("- frozen normalization layers keep their running statistics (eval mode)")
+    if getattr(trainer, "feature_layer_note", None):
+        lines.append(f"- {trainer.feature_layer_note}")
     return lines
 
 

@@ -15,6 +15,7 @@ from tl_hf._errors import did_you_mean, hub_token_refused
 from tl_hf.core.averaging import AveragingConfig, WeightAverager, WeightAveragingCallback
 from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback, GroupLRRecorder, RegularizerBinder
 from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
+from tl_hf.core.feature_layer import prepare_feature_layer
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.lp_ft import check_cached_probe
@@ -80,6 +81,8 @@ class TransferTrainer(Trainer):
         self.llrd = _coerce(llrd, LLRDConfig, "llrd") or LLRDConfig(decay=1.0)
         self.freezing = _coerce(freezing, FreezingConfig, "freezing") or FreezingConfig()
         self.reinit = _coerce(reinit, ReinitConfig, "reinit") or ReinitConfig()
+        # freezing.feature_layer / feature_pooling (ViT family) change the model, so they come before the layer map
+        self.feature_layer_note = prepare_feature_layer(model, self.freezing)
         # a model outside the architecture table needs a map only for what uses depths; without that it trains
         # like under Trainer, every parameter at one depth (get_layer_map logs it)
         self.layer_map = get_layer_map(model, layer_map, uses=depth_uses(self.llrd, self.freezing, self.reinit))

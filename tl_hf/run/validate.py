@@ -100,7 +100,8 @@ def inactive_keys(cfg: RunConfig) -> list[str]:
     """``["freezing.k (only used with freezing.policy top_k, not full)", ...]``: keys set to a non-default value that
     this run ignores."""
     fz, out = cfg.freezing, []
-    used = {"top_k": ("k", "train_embeddings"), "patterns": ("include", "exclude"), "gradual": ("schedule",)}
+    used = {"top_k": ("k", "train_embeddings"), "patterns": ("include", "exclude"), "blocks": ("blocks",),
+            "gradual": ("schedule",)}
     for policy, keys in used.items():
         if fz.policy != policy:
             out += [f"freezing.{k} (only used with freezing.policy {policy}, not {fz.policy})"
