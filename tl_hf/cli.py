@@ -26,12 +26,23 @@ __all__ = ["BUNDLED_ALIASES", "ModelLoadError", "inspect_model", "main", "resolv
 # inspect
 # ---------------------------------------------------------------------------------------------------------------------
 
-def inspect_model(name: str, *, decay: float = 0.9, lr: float = 5e-5, num_labels: int = 2):
+#: ``tl-hf inspect --head``: the transformers Auto class of each task head (default: sequence classification, then
+#: image classification, then the bare model)
+HEADS = {"sequence-classification": "AutoModelForSequenceClassification",
+         "token-classification": "AutoModelForTokenClassification",
+         "question-answering": "AutoModelForQuestionAnswering",
+         "multi-label-classification": "AutoModelForSequenceClassification"}  # problem_type multi_label_classification
+
+
+def inspect_model(name: str, *, decay: float = 0.9, lr: float = 5e-5, num_labels: int = 2, head: str | None = None):
     """``(rows, model class name, layer map)``; one row per depth: ``name``, ``depth``, ``params``, ``lr``.
+    ``head`` (a key of :data:`HEADS`) builds that task's model (e.g. ``question-answering``: ``...ForQuestionAnswering``
+    with its ``qa_outputs`` head).
 
     The model is built from its config on the meta device, so no weights are read.
     """
     import torch
+    import transformers
     from transformers import (AutoConfig, AutoModel, AutoModelForImageClassification,
                               AutoModelForSequenceClassification)
 
@@ -40,9 +51,13 @@ def inspect_model(name: str, *, decay: float = 0.9, lr: float = 5e-5, num_labels
 
     config = _from_pretrained(AutoConfig, name, "model config")
     config.num_labels = num_labels
+    if head == "multi-label-classification":
+        config.problem_type = "multi_label_classification"  # one sigmoid per label (BCE); the same parameters
     model = None
     with torch.device("meta"):
-        for auto in (AutoModelForSequenceClassification, AutoModelForImageClassification, AutoModel):
+        autos = ((getattr(transformers, HEADS[head]),) if head else
+                 (AutoModelForSequenceClassification, AutoModelForImageClassification, AutoModel))
+        for auto in autos:
             try:
                 model = auto.from_config(config)
                 break
@@ -60,7 +75,8 @@ def inspect_model(name: str, *, decay: float = 0.9, lr: float = 5e-5, num_labels
 
 
 def _print_inspect(args) -> None:
-    rows, cls_name, lmap = inspect_model(args.model, decay=args.decay, lr=args.lr, num_labels=args.num_labels)
+    rows, cls_name, lmap = inspect_model(args.model, decay=args.decay, lr=args.lr, num_labels=args.num_labels,
+                                         head=args.head)
     total = sum(r["params"] for r in rows)
     print(f"{args.model}: {cls_name} ({lmap.model_type}), {lmap.num_blocks} blocks, {total:,} parameters; "
           f"lr {args.lr:g}, llrd decay {args.decay:g}")
@@ -104,6 +120,8 @@ def build_parser(prog: str = "tl-hf") -> argparse.ArgumentParser:
     ins.add_argument("--decay", type=_positive_float, default=0.9, help="LLRD decay xi in (0, 1] (default 0.9)")
     ins.add_argument("--lr", type=_positive_float, default=5e-5, help="base (head) learning rate (default 5e-5)")
     ins.add_argument("--num-labels", type=int, default=2, help="classes of the head (default 2)")
+    ins.add_argument("--head", choices=sorted(HEADS), default=None,
+                     help="the task head to build (default: sequence classification, or image classification)")
     return parser
 
 
@@ -128,6 +146,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "tl-hf", *, task: str | 
                       f"recall {results['eval_recall']:.4f}); word accuracy: {results['eval_accuracy']:.4f}")
             elif "eval_accuracy" in results:
                 print(f"{split} accuracy: {results['eval_accuracy']:.4f}")
+            elif "eval_f1_samples" in results:  # text_multilabel: scores at the validation-tuned threshold
+                print(f"{split} F1 micro {results['eval_f1_micro']:.4f}, macro {results['eval_f1_macro']:.4f} "
+                      f"(threshold {results['threshold_mode']}: {results['threshold_split']})"
+                      + (f"; {results.get('test_split')} F1 micro {results['test_f1_micro']:.4f}, macro "
+                         f"{results['test_f1_macro']:.4f}" if "test_f1_micro" in results else ""))
+            elif "eval_pearsonr" in results:  # text_classification with data.problem_type regression
+                print(f"{split} Pearson: {results['eval_pearsonr']:.4f}, Spearman: {results['eval_spearmanr']:.4f}, "
+                      f"MSE: {results['eval_mse']:.4f}")
+            elif "eval_exact_match" in results:  # question_answering (SQuAD v1.1 scores, percent)
+                print(f"{split} exact match: {results['eval_exact_match']:.2f}, F1: {results['eval_f1']:.2f}")
             else:
                 print("no evaluation data: set the data section's eval split/file/dir to get an accuracy")
         elif args.command == "inspect":

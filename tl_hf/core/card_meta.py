@@ -34,12 +34,17 @@ HUB_METRICS: dict[str, tuple[str, dict | None, str]] = {
     "f1_macro": ("f1", {"average": "macro"}, "F1 (macro)"),
     "f1_micro": ("f1", {"average": "micro"}, "F1 (micro)"),
     "f1_weighted": ("f1", {"average": "weighted"}, "F1 (weighted)"),
+    "f1_samples": ("f1", {"average": "samples"}, "F1 (samples)"),  # multi-label, example-based
     "precision": ("precision", None, "Precision"),
     "precision_macro": ("precision", {"average": "macro"}, "Precision (macro)"),
     "recall": ("recall", None, "Recall"),
     "recall_macro": ("recall", {"average": "macro"}, "Recall (macro)"),
     "matthews_correlation": ("matthews_correlation", None, "Matthews correlation"),
     "mcc": ("matthews_correlation", None, "Matthews correlation"),
+    "pearsonr": ("pearsonr", None, "Pearson correlation"),
+    "spearmanr": ("spearmanr", None, "Spearman correlation"),
+    "mse": ("mse", None, "MSE"),
+    "exact_match": ("exact_match", None, "Exact match"),  # SQuAD v1.1 (percent); its "f1" is the token F1 above
 }
 _SPLITS = {"eval": "validation", "test": "test", "predict": "test"}
 

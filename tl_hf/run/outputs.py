@@ -112,7 +112,8 @@ def _name(names, i):
 
 #: the built-in datasets' Hub ids (hymenoptera has none: the card names it in its text only)
 DATASET_HUB_IDS = {"sst2": "stanfordnlp/sst2", "trec": "CogComp/trec", "emotion": "dair-ai/emotion",
-                   "mnist": "ylecun/mnist", "wnut17": "leondz/wnut_17"}
+                   "mnist": "ylecun/mnist", "wnut17": "leondz/wnut_17",
+                   "goemotions": "google-research-datasets/go_emotions"}
 
 
 def card_info(cfg: RunConfig, dataset_name: str | None, results: dict[str, Any]) -> dict[str, Any]:

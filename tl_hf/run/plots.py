@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["lr_per_group_lines", "plot_confusion_matrix", "plot_learning_curve", "plot_lr_per_group"]
+__all__ = ["lr_per_group_lines", "plot_confusion_matrix", "plot_learning_curve", "plot_lr_per_group",
+           "plot_per_label_f1", "plot_regression_scatter"]
 
 
 def _figure(width=6.0, height=4.0):
@@ -86,6 +87,52 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str) 
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if top and m[i, j] > top / 2 else "black")
     ax.set_title("confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_regression_scatter(predictions, references, path: str, *, train_range: tuple[float, float] | None = None,
+                            title: str = "") -> str:
+    """Predicted vs true score per eval example, with the diagonal and the training labels' range (dashed)."""
+    p, y = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+    fig = _figure(5, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(y, p, s=6, alpha=0.4)
+    lo = float(min(p.min(initial=0.0), y.min(initial=0.0)))
+    hi = float(max(p.max(initial=1.0), y.max(initial=1.0)))
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, label="prediction = true")
+    if train_range is not None:
+        for v in train_range:
+            ax.axhline(v, color="tab:red", ls="--", lw=0.8)
+        ax.plot([], [], color="tab:red", ls="--", lw=0.8, label="training label range")
+    ax.set_xlabel("true score")
+    ax.set_ylabel("predicted score (unclipped)")
+    ax.set_title(title or "eval predictions")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_per_label_f1(labels: Sequence[str], f1: dict[str, Sequence[float]], path: str) -> str:
+    """Per-label F1 of a multi-label run as horizontal bars, one bar per split (e.g. ``{"eval": [...], "test":
+    [...]}``), labels in label-id order, the macro F1 of each split as a dashed line."""
+    n, splits = len(labels), list(f1)
+    fig = _figure(7, 1.2 + 0.28 * n)
+    ax = fig.add_subplot(1, 1, 1)
+    height = 0.8 / max(len(splits), 1)
+    for k, split in enumerate(splits):
+        values = np.asarray(f1[split], dtype=float)
+        ax.barh(np.arange(n) + k * height, values, height=height, label=f"{split} (macro {values.mean():.3f})")
+        ax.axvline(values.mean(), color=f"C{k}", linestyle="--", linewidth=1)
+    ax.set_yticks(np.arange(n) + height * (len(splits) - 1) / 2, labels=list(labels), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1")
+    ax.set_title("per-label F1 (threshold tuned on the validation split)")
+    if splits:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -11,7 +11,8 @@ from typing import Callable, Iterable, Literal
 import torch
 
 from tl_hf.core.progress import progress_bar
-from tl_hf.regularizers.fisher.common import model_inputs, process_share, summed_grads
+from tl_hf.regularizers.fisher.common import (SPAN_LABELS, is_multilabel, is_token_labels, model_inputs,
+                                              process_share, summed_grads)
 from tl_hf.regularizers.fisher.hooks import HookFisher, Unsupported
 from tl_hf.regularizers.fisher.vmap import per_example_vmap
 
@@ -136,7 +137,16 @@ class _FisherPass:
 
     def add_batch(self, batch: dict, num_samples: int | None) -> bool:
         """Add this rank's share of ``batch``; ``False`` once ``num_samples`` examples were used (nothing added)."""
+        if self.estimator == "exact" and all(k in batch for k in SPAN_LABELS):
+            raise ValueError("the exact Fisher sums over every (start, end) span of a QA window (T * T classes); use "
+                             "estimator: empirical (the gold spans) or sampled for question answering")
         inputs, labels = model_inputs(batch)
+        if self.estimator != "empirical" and is_multilabel(labels):
+            raise ValueError(f"the {self.estimator} Fisher of a multi-label head (multi-hot labels) is not supported "
+                             "(it sums over 2^L label sets); use estimator: empirical (the true label sets, BCE)")
+        if self.estimator != "empirical" and is_token_labels(labels):
+            raise ValueError(f"the {self.estimator} Fisher of a token-classification head is not supported (a label "
+                             "per token); use estimator: empirical (the gold tags, the model's per-sentence loss)")
         bsz = labels.shape[0]
         if num_samples is not None:
             bsz = min(bsz, num_samples - self.count)

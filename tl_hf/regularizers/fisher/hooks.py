@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tl_hf.regularizers.fisher.common import logits_of, sample_labels
+from tl_hf.regularizers.fisher.common import is_multilabel, log_probs, logits_of, nll_sum, sample_labels
 
 __all__ = ["HookFisher", "Unsupported"]
 
@@ -158,11 +158,11 @@ class HookFisher:
             r.edge = torch.autograd.graph.get_gradient_edge(output)
         return new_out
 
-    def _forward(self, inputs, bsz, amp):
+    def _forward(self, inputs, bsz, amp, multilabel=False):
         self.rec, self.bsz, self.active = {}, bsz, True
         try:
             with amp:
-                return logits_of(self.model(**inputs)).float().log_softmax(-1)
+                return log_probs(logits_of(self.model(**inputs)), multilabel)
         finally:
             self.active = False
 
@@ -219,7 +219,7 @@ class HookFisher:
                                    f"in place")
             r.out = None
 
-    def _probe(self, inputs, logp, amp):
+    def _probe(self, inputs, logp, amp, multilabel=False):
         """Once per call, where this batch could hide a mistake: the first two examples on their own, without the
         hooks, must give the same outputs as in the batch with the hooks (broadcasting shared ids to the batch
         changes nothing downstream); and where the batch size also appears elsewhere in an input's shape, the same
@@ -232,7 +232,7 @@ class HookFisher:
                     self._forward(sub, 2, amp)
                     self._check_records()
                 with amp:
-                    ref = logits_of(self.model(**sub)).float().log_softmax(-1)
+                    ref = log_probs(logits_of(self.model(**sub)), multilabel)
         finally:
             self.rec = main
         got = logp.detach()[:2]
@@ -245,14 +245,14 @@ class HookFisher:
     def accumulate(self, inputs, labels, u, estimator, amp):
         bsz = labels.shape[0]
         self.expanded = self.ambiguous = False
-        logp = self._forward(inputs, bsz, amp)
+        logp = self._forward(inputs, bsz, amp, is_multilabel(labels))
         main = self.rec
         self._check_records()
         self._check_versions()
         if logp.grad_fn is not None:
             self._check_graph(logp.grad_fn)
         if (self.expanded or self.ambiguous) and not self.probed:
-            self._probe(inputs, logp, amp)
+            self._probe(inputs, logp, amp, is_multilabel(labels))
             self.probed = True
         recs = [(m, r) for m, r in main.items() if r.edge is not None]
         if logp.grad_fn is None or not recs:
@@ -262,7 +262,7 @@ class HookFisher:
             losses = [(p[:, c].sqrt() * logp[:, c]).sum() for c in range(logp.shape[-1])]
         else:
             y = labels if estimator == "empirical" else sample_labels(logp, u)
-            losses = [F.nll_loss(logp, y, reduction="sum")]  # example b's own loss has example b's gradient
+            losses = [nll_sum(logp, y)]  # example b's own loss has example b's gradient
         edges = [r.edge for _, r in recs]
         for i, loss in enumerate(losses):
             grads = torch.autograd.grad(loss, edges, retain_graph=i < len(losses) - 1, allow_unused=True)

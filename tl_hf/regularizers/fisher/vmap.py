@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from tl_hf.regularizers.fisher.common import logits_of, sample_labels, summed_grads
+from tl_hf.regularizers.fisher.common import is_multilabel, log_probs, logits_of, nll_sum, sample_labels, summed_grads
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def per_example_vmap(model, named, fisher, inputs, labels, u, estimator, chunk_s
     params = {n: named[n].detach() for n in names}
     buffers = {n: b for n, b in model.named_buffers()}
     frozen = {n: p.detach() for n, p in named.items() if n not in params}
+    multilabel = is_multilabel(labels)
 
     def logp_one(ps, example):
         ex = {k: v[None] for k, v in example.items()}
@@ -31,10 +32,10 @@ def per_example_vmap(model, named, fisher, inputs, labels, u, estimator, chunk_s
             m = ex["attention_mask"].bool()
             ex["attention_mask"] = m[:, None, None, :].expand(1, 1, m.shape[-1], m.shape[-1])
         out = functional_call(model, {**ps, **frozen, **buffers}, (), ex)
-        return logits_of(out).float().log_softmax(-1)[0]
+        return log_probs(logits_of(out), multilabel)[0]
 
     def nll(ps, example, y):
-        return -logp_one(ps, example).gather(0, y.reshape(1)).sum()
+        return nll_sum(logp_one(ps, example)[None], y[None])
 
     bsz = labels.shape[0]
     with warnings.catch_warnings():
