@@ -327,6 +327,8 @@ def _set_metadata(card, trainer, *, base, dataset_id, dataset_name, results, eva
     data.datasets = [dataset_id] if dataset_id else None
     task = tasks[0] if isinstance(tasks, (list, tuple)) and tasks else tasks
     task = task or _task_type(_unwrap(trainer.model))
+    if task and not getattr(data, "pipeline_tag", None):
+        data.pipeline_tag = task  # the Hub's widget and search: text-classification, question-answering, ...
     if eval_results is not None and not isinstance(eval_results, Mapping):
         data.eval_results = list(eval_results) or None
     elif dataset_id and task:

@@ -112,7 +112,7 @@ def _name(names, i):
 
 #: the built-in datasets' Hub ids (hymenoptera has none: the card names it in its text only)
 DATASET_HUB_IDS = {"sst2": "stanfordnlp/sst2", "trec": "CogComp/trec", "emotion": "dair-ai/emotion",
-                   "mnist": "ylecun/mnist", "wnut17": "leondz/wnut_17",
+                   "mnist": "ylecun/mnist", "squad_v1.1": "rajpurkar/squad", "wnut17": "leondz/wnut_17",
                    "goemotions": "google-research-datasets/go_emotions"}
 
 

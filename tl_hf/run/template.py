@@ -91,10 +91,11 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
     targets = cfg.peft.target_modules or default_lora_targets(mt)
     if not targets:
         raise ConfigError(f"peft: no default target modules for model_type {mt!r}; set peft.target_modules")
-    heads = [n for n in ("classifier", "score", "pre_classifier", "pooler") if hasattr(model, n)
+    heads = [n for n in ("classifier", "score", "pre_classifier", "pooler", "qa_outputs") if hasattr(model, n)
              or hasattr(getattr(model, model.base_model_prefix, None), n)]
     lora = LoraConfig(r=cfg.peft.r, lora_alpha=cfg.peft.alpha, lora_dropout=cfg.peft.dropout, target_modules=targets,
-                      modules_to_save=[h for h in heads if h == "classifier"] or None, task_type=task_type)
+                      modules_to_save=[h for h in heads if h in ("classifier", "qa_outputs")] or None,
+                      task_type=task_type)
     try:
         return get_peft_model(model, lora)
     except ValueError as exc:
