@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "mp" / "crash_worker.py"
-CONFIGS = ("gradual", "ewc", "online_ewc", "replay_term", "replay_interleave", "lora")
+CONFIGS = ("gradual", "ewc", "online_ewc", "replay_term", "replay_interleave", "lora", "token")
 N, SAVE, K = 9, 3, 3  # 9 steps, a checkpoint every 3, crash right after checkpoint-3
 TRUNCATED = '{"format": 1, "freez'
 
@@ -175,9 +175,10 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(runs, config):
         assert ref_m["phase"] == 2
         lr1 = {h["step"]: h["lr/layer.1"] for h in ref_m["logs"]}
         assert lr1[K + 1] < lr1[K + 2], "the lr re-warm of layer.1 should span the resume point"
-    if config in ("ewc", "online_ewc"):
-        assert ref_m["reg_state"][config], "no Fisher/anchors in the regularizer state"
-        assert all(h.get(f"penalty/{config}", 0) > 0 for h in ref_m["logs"] if h["step"] > 1)
+    if config in ("ewc", "online_ewc", "token"):  # token: a token-classification head, EWC on its token loss
+        reg = "ewc" if config == "token" else config
+        assert ref_m["reg_state"][reg], "no Fisher/anchors in the regularizer state"
+        assert all(h.get(f"penalty/{reg}", 0) > 0 for h in ref_m["logs"] if h["step"] > 1)
     if config == "replay_term":
         assert all("replay/loss" in h for h in ref_m["logs"])
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tiny import TokenDataset, tiny_bert, training_args
+from tiny import TagDataset, TokenDataset, tag_collator, tiny_bert, tiny_token_bert, training_args
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -37,7 +37,7 @@ GRADUAL = {"policy": "gradual", "schedule": {"unit": "step", "rewarm_steps": 4,
                                              "phases": [{"start": 0, "depths": 0}, {"start": 2, "depths": 1},
                                                         {"start": 6, "depths": 3}]}}
 
-CONFIGS = ("gradual", "ewc", "online_ewc", "replay_term", "replay_interleave", "lora")
+CONFIGS = ("gradual", "ewc", "online_ewc", "replay_term", "replay_interleave", "lora", "token")
 
 
 def _regularizers(config: str, model, fresh: bool) -> list:
@@ -56,11 +56,14 @@ def _regularizers(config: str, model, fresh: bool) -> list:
     elif config == "replay_interleave":
         reg = Replay(budget=8, mode="interleave", ratio=0.25)
         tasks = [TokenDataset(n=16, seed=5)]
+    elif config == "token":  # token classification: EWC over the per-sentence token loss (-100 ignored)
+        reg = EWC(lambda_=100.0, num_samples=16)
+        tasks = [TagDataset(n=16, seed=5)]
     else:
         return []
     if not fresh:
         for data in tasks:
-            reg.end_task(model, data)
+            reg.end_task(model, data, **({"collate_fn": tag_collator()} if config == "token" else {}))
     return [reg]
 
 
@@ -118,7 +121,7 @@ def run(config: str, run_dir: str, a) -> None:
     from tl_hf import TransferTrainer
     from tl_hf.core.state import STATE_FILE
 
-    model = tiny_bert(seed=0, dropout=True)
+    model = tiny_token_bert(seed=0, dropout=True) if config == "token" else tiny_bert(seed=0, dropout=True)
     kw: dict = {}
     if config == "gradual":
         kw = {"llrd": {"decay": 0.7}, "freezing": GRADUAL}
@@ -132,7 +135,11 @@ def run(config: str, run_dir: str, a) -> None:
     args = training_args(run_dir, max_steps=a.max_steps, save_strategy="steps", save_steps=a.save_steps,
                          weight_decay=0.01, warmup_steps=2, per_device_train_batch_size=4,
                          learning_rate=1e-2 if config == "lora" else 1e-3)
-    tr = TransferTrainer(model, args, train_dataset=TokenDataset(n=40), regularizers=regs, **kw)
+    if config == "token":  # variable-length tagged sentences, padded per batch
+        kw["train_dataset"], kw["data_collator"] = TagDataset(n=40), tag_collator()
+    else:
+        kw["train_dataset"] = TokenDataset(n=40)
+    tr = TransferTrainer(model, args, regularizers=regs, **kw)
     if a.kill_after_checkpoint is not None:
         expected = [STATE_FILE, "trainer_state.json"] + [f"tl_hf_reg_{r.name}.json" for r in regs]
         tr.add_callback(KillAfterCheckpoint(a.kill_after_checkpoint, run_dir, expected).callback)
