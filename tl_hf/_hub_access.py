@@ -12,7 +12,8 @@ from typing import Iterable
 
 from tl_hf._errors import REDACTED, redact_token_like
 
-__all__ = ["endpoint", "hub_reachable", "is_hub_id", "known_tokens", "offline", "scrub_tokens", "unreachable_reason"]
+__all__ = ["endpoint", "hub_reachable", "is_hub_id", "known_tokens", "offline", "repo_id_problem", "scrub_tokens",
+           "unreachable_reason"]
 
 _TRUE = ("1", "true", "yes", "on")
 _TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "HF_HUB_TOKEN")
@@ -92,17 +93,24 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return unreachable_reason(timeout) is None
 
 
-def is_hub_id(name: str, *, namespace: bool = False) -> bool:
-    """Whether ``name`` is a Hub repo id: ``name`` or ``namespace/name`` (``namespace=True``: only the latter) by
-    huggingface_hub's ``validate_repo_id``, starting with a letter or digit."""
+def repo_id_problem(name: object) -> str | None:
+    """``None`` if ``name`` is a Hub repo id (``name`` or ``namespace/name``, starting with a letter or digit, by
+    huggingface_hub's ``validate_repo_id``), else why not, in one line: the one Hub-id rule."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not isinstance(name, str) or not (name[:1].isascii() and name[:1].isalnum()):
-        return False
-    if namespace and "/" not in name:
-        return False
+    if not isinstance(name, str):
+        return f"a Hub repo id is a string like 'user/my-model', got {type(name).__name__}"
+    if not (name[:1].isascii() and name[:1].isalnum()):
+        return f"a Hub repo id starts with a letter or digit: {name!r}"
     try:
         validate_repo_id(name)
-    except HFValidationError:
+    except HFValidationError as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+def is_hub_id(name: str, *, namespace: bool = False) -> bool:
+    """Whether ``name`` is a Hub repo id (:func:`repo_id_problem`); ``namespace=True``: only ``namespace/name``."""
+    if namespace and (not isinstance(name, str) or "/" not in name):
         return False
-    return True
+    return repo_id_problem(name) is None

@@ -33,6 +33,15 @@ def _regs(spec: str):
     return prep
 
 
+def _fresh(prep=None):
+    """A row whose own error comes from the data or the model: without checkpoint-1, since a config change against
+    it is refused first, as a resume with another config (checked before anything is loaded)."""
+    def run(c):
+        c.drop_checkpoint()
+        return prep(c) if prep else None
+    return run
+
+
 def _missing_cfg(c: Ctx):
     c.cfg.unlink()
 
@@ -210,9 +219,9 @@ CONFIG_ROWS = [
         ["l2sp source", "/nonexistent/pretrained", "does not exist"]),
     # -- freezing, LLRD, early stopping, strategy, Hub ----------------------------------------------------------------
     row("freezing-unknown-policy", None, ["freezing.policy=top_j"], ["'top_j'", "valid policies", "top_k"]),
-    row("freezing-top-k-too-large", None, ["freezing.policy=top_k", "freezing.k=5"], ["k=5", "only 2 blocks"]),
+    row("freezing-top-k-too-large", _fresh(), ["freezing.policy=top_k", "freezing.k=5"], ["k=5", "only 2 blocks"]),
     row("freezing-top-k-negative", None, ["freezing.policy=top_k", "freezing.k=-1"], r"(?i)freezing.*\bk\b.*-1"),
-    row("freezing-gradual-depths-missing", _gradual_bad_depths, [], ["gradual phase 0", "depths [7]", "depths 0..3"]),
+    row("freezing-gradual-depths-missing", _fresh(_gradual_bad_depths), [], ["gradual phase 0", "depths [7]", "depths 0..3"]),
     row("freezing-bad-pattern-regex", None, ["freezing.policy=patterns", "freezing.include=['(']"],
         r"(?i)freezing pattern '\(' is not a valid regex"),
     row("llrd-decay-above-1", None, ["llrd.decay=1.5"], ["llrd.decay", "1.5"]),
@@ -225,16 +234,21 @@ CONFIG_ROWS = [
     row("hub-push-without-repo-id", None, ["hub.push=true"], ["hub.repo_id is not set", "hub.repo_id=user/"]),
     row("hub-push-offline", None, ["hub.push=true", "hub.repo_id=me/tiny"],
         ["cannot push to me/tiny", "HF_HUB_OFFLINE", "hf upload me/tiny"], new_files=True),
+    # an invalid hub.repo_id is refused with the config (huggingface_hub's validate_repo_id), not after training
+    row("hub-repo-id-space", None, ["hub.push=true", "hub.repo_id=my model"],
+        all_of(r"hub\.repo_id is not a valid Hub repo id", "alphanumeric", "user/my-model")),
+    row("hub-repo-id-three-parts", None, ["hub.repo_id=a/b/c"], all_of(r"hub\.repo_id", "namespace/repo_name")),
+    row("hub-repo-id-dot-git", None, ["hub.push=true", "hub.repo_id=me/tiny.git"], all_of(r"hub\.repo_id", r"\.git")),
     # -- robust fine-tuning (issue 12) ----------------------------------------------------------------------------
     row("wise-ft-alpha-outside-0-1", None, ["wise_ft.alphas=[0.5,1.2]"], ["wise_ft.alphas[1]", "in [0, 1]"]),
     row("model-pooling-unknown", None, ["model.pooling=max"], ["model.pooling must be one of auto, mean, cls"]),
     row("extra-eval-set-unknown-dataset", _append("evaluation: {extra_eval_sets: [{name: ood, dataset: imbd}]}\n"),
         [], ["extra_eval_sets[0].dataset", "'imbd'", "imdb_test2000"]),
-    row("extra-eval-set-missing-file", _append("evaluation: {extra_eval_sets: [{name: ood, file: nope.tsv}]}\n"),
+    row("extra-eval-set-missing-file", _fresh(_append("evaluation: {extra_eval_sets: [{name: ood, file: nope.tsv}]}\n")),
         [], ["nope.tsv"]),
     row("lp-ft-cache-schedule-not-head-only",
-        _append("freezing: {policy: gradual, cache_features: true, schedule: {unit: step, phases: "
-                "[{start: 0, depths: 1}, {start: 2, depths: 3}]}}\n"), [],
+        _fresh(_append("freezing: {policy: gradual, cache_features: true, schedule: {unit: step, phases: "
+                       "[{start: 0, depths: 1}, {start: 2, depths: 3}]}}\n")), [],
         ["cache_features with policy gradual needs a first phase that trains only the head"]),
 ]
 

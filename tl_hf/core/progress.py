@@ -1,7 +1,8 @@
 """Progress bars for the long steps that run outside the Trainer's loop (Fisher estimation, feature caching,
-continual evaluation): the one rule for "a tqdm bar on the local main process, unless disabled".
+continual evaluation, WiSE-FT sweeps): the one rule for "a tqdm bar on the local main process, unless disabled".
 
-``TransferTrainer`` and the continual runner wrap those steps in ``progress_bars(not args.disable_tqdm)``; a direct
+``TransferTrainer``, the continual runner and the WiSE-FT sweep wrap those steps in
+``progress_bars(not args.disable_tqdm)``; a direct
 call of a library function shows a bar unless a caller disabled them (or passes ``enabled=False``).
 """
 

@@ -408,17 +408,37 @@ class TransferTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         """As ``Trainer.evaluate``; on the averaged weights when ``averaging.eval_with_average``."""
         with self._averaged():
-            return super().evaluate(*args, **kwargs)
+            return self._checked(super().evaluate(*args, **kwargs))
 
     def _averaged(self):
         on = self.averager is not None and self.averaging.eval_with_average
         return self.averager.swapped() if on else contextlib.nullcontext()
 
     def predict(self, *args, **kwargs):
-        """As ``Trainer.predict``; on the averaged weights when ``averaging.eval_with_average``, as :meth:`evaluate`
-        (the continual runner scores every task through it)."""
+        """As ``Trainer.predict`` (checked inside :meth:`outputs_checked`); on the averaged weights when
+        ``averaging.eval_with_average``, as :meth:`evaluate` (the continual runner scores every task through it)."""
         with self._averaged():
-            return super().predict(*args, **kwargs)
+            out = super().predict(*args, **kwargs)
+        self._checked(out.metrics)
+        return out
+
+    _outputs_of: str | None = None  # what outputs_checked guards (None: as Trainer's evaluate / predict)
+
+    @contextlib.contextmanager
+    def outputs_checked(self, what: str):
+        """Within the block, :meth:`check_finite` checks every ``evaluate`` / ``predict`` result (its loss) before it
+        is returned, so a caller writes no predictions or plots for a diverged model (the run template uses it)."""
+        self._outputs_of = what
+        try:
+            yield
+        finally:
+            self._outputs_of = None
+
+    def _checked(self, metrics):
+        if self._outputs_of is not None:
+            losses = [v for k, v in (metrics or {}).items() if k.endswith("_loss") and isinstance(v, (int, float))]
+            self.check_finite(self._outputs_of, eval_loss=losses[0] if losses else None)
+        return metrics
 
     # -- logging --------------------------------------------------------------------------------------------------
     @property

@@ -15,7 +15,7 @@ from tl_hf._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCK_FILE", "OutputDirLocked", "output_dir_lock"]
+__all__ = ["LOCK_FILE", "OutputDirLocked", "check_unlocked", "output_dir_lock"]
 
 LOCK_FILE = ".tl_hf.lock"
 
@@ -71,19 +71,35 @@ def acquire(output_dir: str) -> str:
         if _try_create(path):
             return path
         holder = _holder(path)
-        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            raise OutputDirLocked(f"training.output_dir {output_dir} is already in use by this process (a run "
-                                  "inside a run?); use another training.output_dir")
-        if _is_stale(path, holder):
+        mine = holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+        if not mine and _is_stale(path, holder):
             logger.warning("taking over the stale lock %s (%s)", path, holder or "unreadable")
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
             continue
-        who = f"pid {holder['pid']} on {holder.get('host', '?')}" if holder else "another process"
-        raise OutputDirLocked(f"training.output_dir {output_dir} is in use by another run ({who}, lock file {path}); "
-                              "wait for it to end or use another training.output_dir (delete the lock file only if "
-                              "that run is gone)")
+        raise OutputDirLocked(_locked_message(output_dir, path, holder))
     raise OutputDirLocked(f"cannot take the lock {path}: other processes keep creating it")
+
+
+def check_unlocked(output_dir: str) -> None:
+    """Refuse (:class:`OutputDirLocked`, naming the holder) when a live run holds the lock of ``output_dir``;
+    nothing is written. The validation's early look; :func:`acquire` still takes the lock atomically."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    if not os.path.exists(path):
+        return
+    holder = _holder(path)
+    if _is_stale(path, holder):
+        return
+    raise OutputDirLocked(_locked_message(output_dir, path, holder))
+
+
+def _locked_message(output_dir: str, path: str, holder: dict | None) -> str:
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        return (f"training.output_dir {output_dir} is already in use by this process (a run inside a run?); use "
+                "another training.output_dir")
+    who = f"pid {holder['pid']} on {holder.get('host', '?')}" if holder else "another process"
+    return (f"training.output_dir {output_dir} is in use by another run ({who}, lock file {path}); wait for it to "
+            "end or use another training.output_dir (delete the lock file only if that run is gone)")
 
 
 def release(path: str) -> None:

@@ -15,8 +15,9 @@ from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DATASET_HUB_IDS", "card_info", "is_main", "main_process_log", "write_results", "evaluate_classification",
-           "write_card", "push_model", "numeric", "training_plots"]
+__all__ = ["DATASET_HUB_CONFIGS", "DATASET_HUB_IDS", "card_info", "is_main", "main_process_log", "write_results",
+           "evaluate_classification",
+           "write_card", "push_model", "numeric", "training_plots", "RUN_OUTPUTS", "clear_run_outputs"]
 
 
 def is_main() -> bool:
@@ -42,6 +43,42 @@ def write_results(output_dir: str, results: dict[str, Any], cfg: RunConfig) -> N
     atomic_write_json(os.path.join(output_dir, "all_results.json"), dict(results))
     run_config = json.loads(json.dumps(cfg.to_dict(), default=str))
     atomic_write_json(os.path.join(output_dir, "run_config.json"), run_config)
+
+
+#: what a run writes into ``output_dir`` beside the model and its checkpoints (results, predictions, plots)
+RUN_OUTPUTS = ("all_results.json", "run_config.json", "train_results.json", "eval_results.json",
+               "eval_predictions.jsonl", "confusion_matrix.png", "learning_curve.png", "lr_per_group.png",
+               "wise_ft.json", "wise_ft.png",
+               "test_predictions.jsonl", "per_label_f1.png",  # text_multilabel
+               "eval_scatter.png")  # text_classification with data.problem_type regression
+
+
+def clear_run_outputs(output_dir: str, log: Callable = logger.info) -> list[str]:
+    """At the start of a fresh run (never at a resume): remove an earlier run's :data:`RUN_OUTPUTS` and the files
+    its ``all_results.json`` lists under ``outputs``, so that no prediction, plot or result of another run is left
+    beside this one's (a run that stops early, or writes fewer files, leaves none of them). Only plain files
+    directly in ``output_dir`` are removed; anything else there (the user's files, the model) stays."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = set(RUN_OUTPUTS)
+    try:
+        with open(os.path.join(output_dir, "all_results.json"), encoding="utf-8") as f:
+            listed = json.load(f).get("outputs")
+        if isinstance(listed, dict):  # paths as that run wrote them (absolute, or relative to the same folder)
+            real = os.path.realpath(output_dir)
+            names |= {os.path.basename(p) for p in listed.values()
+                      if isinstance(p, str) and os.path.realpath(os.path.dirname(os.path.abspath(p))) == real}
+    except (OSError, ValueError, AttributeError):
+        pass
+    removed = []
+    for name in sorted(names):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            removed.append(name)
+    if removed:
+        log(f"fresh run: removed {len(removed)} output(s) of an earlier run from {output_dir} ({', '.join(removed)})")
+    return removed
 
 
 def numeric(results: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +149,12 @@ def _name(names, i):
 
 #: the built-in datasets' Hub ids (hymenoptera has none: the card names it in its text only)
 DATASET_HUB_IDS = {"sst2": "stanfordnlp/sst2", "trec": "CogComp/trec", "emotion": "dair-ai/emotion",
-                   "mnist": "ylecun/mnist", "squad_v1.1": "rajpurkar/squad", "wnut17": "leondz/wnut_17",
+                   "mnist": "ylecun/mnist", "squad_v1.1": "rajpurkar/squad",
+                   "wnut17": "leondz/wnut_17", "rte": "nyu-mll/glue", "mrpc": "nyu-mll/glue", "stsb": "nyu-mll/glue",
                    "goemotions": "google-research-datasets/go_emotions"}
+#: the Hub config of a built-in dataset that is one config of a Hub dataset (GLUE's tasks)
+DATASET_HUB_CONFIGS = {"rte": "rte", "mrpc": "mrpc", "stsb": "stsb",
+                       "goemotions": "simplified"}  # the 43,410 / 5,426 / 5,427 train/dev/test rows, 28 labels
 
 
 def card_info(cfg: RunConfig, dataset_name: str | None, results: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +164,9 @@ def card_info(cfg: RunConfig, dataset_name: str | None, results: dict[str, Any])
 
     info: dict[str, Any] = {"dataset_name": dataset_name, "results": numeric(results),
                             "dataset": DATASET_HUB_IDS.get(getattr(cfg.data, "dataset", None) or "")}
+    config = DATASET_HUB_CONFIGS.get(getattr(cfg.data, "dataset", None) or "")
+    if config:
+        info["dataset_config"] = config
     base = hub_origin(cfg.model.name_or_path)
     if base:
         info["base_model"] = base

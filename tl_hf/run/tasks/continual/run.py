@@ -39,7 +39,7 @@ def run_continual_recipe(cfg: RunConfig, *, log: Callable = print,
     log = main_process_log(log)  # under accelerate launch / torchrun only the main process reports
     start = time.perf_counter()
     args, budgets = _check(cfg)
-    check_run(cfg, args, log)
+    check_run(cfg, args, log, resume=False)  # the runner resumes per task (check_state_fingerprint)
     with output_dir_lock(args.output_dir, enabled=is_main()):  # one run at a time in an output_dir
         return _run_locked(cfg, args, budgets, start, log, task_callbacks, on_task_end)
 
@@ -101,6 +101,9 @@ def _check_unsupported(cfg: RunConfig) -> None:
     if cfg.wise_ft.enabled or cfg.evaluation.extra_eval_sets:
         raise ConfigError("wise_ft and evaluation.extra_eval_sets are not supported by task: continual (it scores "
                           "every task seen so far itself: accuracy_matrix.json); drop them")
+    if cfg.evaluation.metrics:
+        raise ConfigError("evaluation.metrics is not used by task: continual (it scores every task seen so far by "
+                          "accuracy: accuracy_matrix.json with ACC, BWT and forgetting); drop evaluation.metrics")
     if cfg.early_stopping.patience > 0:
         raise ConfigError("early_stopping is not supported by task: continual (the runner evaluates every task "
                           "after each task itself); set early_stopping.patience=0")
