@@ -12,7 +12,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").g
 def test_the_shipped_configs_exist():
     names = {p.stem for p in CONFIGS}
     assert {"sst2_minilm_llrd", "sst2_minilm_full", "sst2_minilm_feature_extraction", "sst2_minilm_gradual",
-            "trec_minilm_llrd", "emotion_minilm_llrd", "squad_minilm"} <= names
+            "trec_minilm_llrd", "emotion_minilm_llrd", "squad_minilm", "rte_minilm",
+            "stsb_minilm"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -316,7 +316,8 @@ def _last_eval(trainer) -> dict[str, Any]:
     return {}
 
 
-def _set_metadata(card, trainer, *, base, dataset_id, dataset_name, results, eval_results, tags, tasks) -> None:
+def _set_metadata(card, trainer, *, base, dataset_id, dataset_name, results, eval_results, tags, tasks,
+                  dataset_config=None) -> None:
     """``base_model``, ``datasets``, tags and ``model-index`` (task metrics only, on a Hub dataset) of ``card``."""
     data = card.data
     keep = [t for t in (data.tags or []) if not str(t).endswith(":")
@@ -333,7 +334,7 @@ def _set_metadata(card, trainer, *, base, dataset_id, dataset_name, results, eva
         data.eval_results = list(eval_results) or None
     elif dataset_id and task:
         found = model_index_results(eval_results if eval_results is not None else results, task=task,
-                                    dataset_id=dataset_id, dataset_name=dataset_name)
+                                    dataset_id=dataset_id, dataset_name=dataset_name, dataset_config=dataset_config)
         data.eval_results = found or None
     else:
         data.eval_results = None
@@ -344,14 +345,16 @@ def _set_metadata(card, trainer, *, base, dataset_id, dataset_name, results, eva
 
 def write_transfer_card(trainer, trainer_card, *, dataset_name: str | None = None, dataset: str | None = None,
                         base_model: str | None = None, results: Mapping[str, Any] | None = None, eval_results=None,
-                        finetuned_from: str | None = None, tags=None, tasks=None, **card_kwargs) -> str:
+                        finetuned_from: str | None = None, tags=None, tasks=None, dataset_config: str | None = None,
+                        **card_kwargs) -> str:
     """Write ``output_dir/README.md``: ``trainer_card(**kwargs)`` (the Trainer's own ``create_model_card``; it
     overwrites the file) followed by :func:`transfer_card_section`, Hub-valid metadata and tags.
 
     ``dataset``: the dataset's Hub id (``datasets`` and ``model-index``; left out unless it is a valid id);
     ``dataset_name``: what the text calls it (default: ``dataset``). ``base_model`` / ``finetuned_from``: the base
     model's Hub id (default: read from the model, :func:`~tl_hf.core.card_meta.base_model_id`). ``results``: a metrics
-    dict (default: the last evaluation) for the table and ``model-index``; ``eval_results``: a metrics dict or a list
+    dict (default: the last evaluation) for the table and ``model-index``; ``dataset_config``: the dataset's Hub config
+    (e.g. ``rte`` of ``nyu-mll/glue``; the model-index names it); ``eval_results``: a metrics dict or a list
     of ``huggingface_hub.EvalResult``. Other keywords go to the Trainer's card (``language``, ``license``, ...).
     Raises :class:`~tl_hf.core.card_meta.CardError` (nothing written) for a card the Hub would refuse."""
     from huggingface_hub import ModelCard
@@ -364,6 +367,8 @@ def write_transfer_card(trainer, trainer_card, *, dataset_name: str | None = Non
     out = trainer.args.output_dir
     os.makedirs(out, exist_ok=True)
     tag_list = [tags] if isinstance(tags, str) else (list(tags) if tags is not None else None)
+    if dataset_config:
+        card_kwargs.setdefault("dataset_args", dataset_config)
     trainer_card(finetuned_from=base, dataset=dataset_name, tags=tag_list, tasks=tasks, **card_kwargs)
     path = os.path.join(out, "README.md")
     card = ModelCard.load(path)
@@ -375,7 +380,7 @@ def write_transfer_card(trainer, trainer_card, *, dataset_name: str | None = Non
                                     dataset_id=dataset_id)
     card.text = _origin_sentence(text, base, raw).rstrip("\n") + "\n\n" + section
     _set_metadata(card, trainer, base=base, dataset_id=dataset_id, dataset_name=dataset_name, results=results,
-                  eval_results=eval_results, tags=tags, tasks=tasks)
+                  eval_results=eval_results, tags=tags, tasks=tasks, dataset_config=dataset_config)
     content = scrub_tokens(str(card), known_tokens())
     check_card(content)
     tmp = os.path.join(out, "_README.md.tmp")

@@ -57,6 +57,16 @@ class OnlineEWCConfig(EWCConfig):
         check_non_negative("online_ewc gamma", self.gamma)
 
 
+def _refuse_regression_head(model, name: str) -> None:
+    """The Fisher here is a classifier's (the log-softmax likelihood): on a one-output regression head it would be
+    zero (exact) or fail (empirical), so such a head is refused."""
+    cfg = _model_config(model)
+    if getattr(cfg, "problem_type", None) == "regression" or getattr(cfg, "num_labels", 2) == 1:
+        raise ValueError(f"{name}: the Fisher is estimated from a classifier's log-likelihood (softmax over classes); "
+                         "this model has a one-output regression head (problem_type regression), where it is not "
+                         "defined: use l2sp (the same anchor, uniform weights) in a regression run")
+
+
 @register_regularizer
 class EWC(Regularizer):
     """EWC with one (Fisher, anchors) pair per finished task."""
@@ -76,6 +86,7 @@ class EWC(Regularizer):
     def end_task(self, model, dataset, *, collate_fn=None, device=None, autocast_dtype=None, **kwargs) -> None:
         """Estimate the Fisher of ``model`` on ``dataset`` (full, unsharded; a DataLoader or a dataset) and take the
         current weights as anchors. Under ``torch.distributed`` every rank must call it."""
+        _refuse_regression_head(model, self.name)
         batches = _as_batches(dataset, self.config.batch_size, collate_fn)
         names = [n for n, p in model.named_parameters() if not self.is_exempt(n)]
         fisher, n = estimate_fisher(model, batches, estimator=self.config.estimator,

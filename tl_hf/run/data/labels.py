@@ -6,6 +6,13 @@ A label value is canonicalised first: an int (or a digit string, or a float / nu
 ids is encoded by id (``N`` = max id + 1 classes), otherwise by name (sorted). ``data.label_names`` fixes the set in
 id order: labels that are all among its names map by name, integer ids below its length by id. Other splits are then
 mapped by name onto the training split's set, never by raw id, so ``1.0`` in train and ``1`` in eval stay one class.
+
+Regression targets (``data.problem_type: regression``) are finite numbers, encoded as a ``float32`` column
+(:func:`encode_scores`). ``data.problem_type: auto`` tells them apart from class labels by the training split
+(:func:`detect_problem_type`): names or integers are classes, fractional numbers with at least
+:data:`MIN_REGRESSION_VALUES` distinct values a regression target; what could be either (fewer fractional values, or
+:data:`MIN_SCALE_VALUES` and more integer-valued numbers written as floats) is refused, asking for
+``data.problem_type``.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Sequence
 
 from tl_hf.run.data.paths import DataError
 
-__all__ = ["LabelSet", "LabelWarning", "MAX_SPARE_CLASSES", "check_label_feature", "check_text_feature",
-           "encode_labels", "label_set"]
+__all__ = ["LabelSet", "LabelWarning", "MAX_SPARE_CLASSES", "MIN_REGRESSION_VALUES", "MIN_SCALE_VALUES",
+           "PROBLEM_TYPES", "check_label_feature", "check_text_feature", "detect_problem_type", "encode_labels",
+           "encode_scores", "label_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,13 @@ logger = logging.getLogger(__name__)
 MAX_SPARE_CLASSES = 1000
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+#: ``data.problem_type`` values of a text-classification run (multi-label data is ``task: text_multilabel``)
+PROBLEM_TYPES = ("auto", "single_label_classification", "regression")
+#: ``auto``: fractional labels are a regression target when they take at least this many distinct values
+MIN_REGRESSION_VALUES = 3
+#: ``auto``: integer-valued numbers written as floats (``1.0``) are class ids up to this many distinct values; from it
+#: on they could as well be a rating scale (e.g. rounded 0-5 scores), and ``auto`` asks for ``data.problem_type``
+MIN_SCALE_VALUES = 5
 
 
 class LabelWarning(UserWarning):
@@ -62,7 +77,7 @@ def _canonical(v, where: str):
         if v.is_integer():
             return int(v)
         raise DataError(f"{where}: label {v!r} is not a class: labels are class names or integer ids (a fractional "
-                        "number is a regression target; tl_hf classifies)")
+                        "number is a regression target: set data.problem_type: regression to predict it)")
     s = str(v)
     t = s.strip()
     if _INT.fullmatch(t):
@@ -92,6 +107,72 @@ def _values(ds, column: str, where: str) -> list:
     return out
 
 
+def _number(v) -> float | None:
+    """``v`` as a float when it is a number or a numeric string (``nan`` / ``inf`` included), else None."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(str(v).strip())
+    except ValueError:
+        return None
+
+
+def _written_as_float(v) -> bool:
+    return isinstance(v, float) or (isinstance(v, str) and not _INT.fullmatch(v.strip()))
+
+
+def detect_problem_type(ds, column: str, where: str, problem_type: str = "auto") -> str:
+    """``single_label_classification`` or ``regression`` for the labels of the training split ``ds``
+    (``problem_type`` as configured; ``auto`` decides from the values and refuses what could be either)."""
+    if problem_type != "auto":
+        return problem_type
+    if getattr(ds.features[column], "names", None) is not None:  # a ClassLabel column
+        return "single_label_classification"
+    raw = ds[column]
+    numbers = [_number(v) for v in raw]
+    if not numbers or any(x is None for x in numbers):
+        return "single_label_classification"  # names (or empty labels, refused by the encoding)
+    finite = [x for x in numbers if math.isfinite(x)]
+    fractional = next((v for v, x in zip(raw, numbers) if math.isfinite(x) and not x.is_integer()), None)
+    distinct = len(set(finite))
+    fix = ("set data.problem_type: regression to predict the number, or single_label_classification for classes "
+           "(given as names or integer ids)")
+    if fractional is not None or len(finite) < len(numbers):
+        if distinct >= MIN_REGRESSION_VALUES:
+            return "regression"
+        shown = _number(fractional) if fractional is not None else next(v for v, x in zip(raw, numbers)
+                                                                         if not math.isfinite(x))
+        raise DataError(f"{where}: label {shown!r} is not a class (labels are class names or integer ids) and column "
+                        f"{column!r} has only {distinct} distinct finite numbers, too few to be sure it is a "
+                        f"regression target (data.problem_type: auto); {fix}")
+    if distinct >= MIN_SCALE_VALUES and any(_written_as_float(v) for v in raw):
+        shown = ", ".join(str(v) for v in list(dict.fromkeys(raw))[:4])
+        raise DataError(f"{where}: column {column!r} holds {distinct} integer-valued numbers written as floats (e.g. "
+                        f"{shown}): {distinct} classes or a score? data.problem_type: auto cannot tell; {fix}")
+    return "single_label_classification"
+
+
+def encode_scores(ds, column: str, where: str):
+    """``ds`` with ``column`` replaced by its numbers as ``float32`` (a regression target); a value that is not a
+    finite number is refused, naming its row."""
+    from datasets import Dataset, Features, Value
+
+    out = []
+    for i, v in enumerate(ds[column]):
+        x = _number(v)
+        if x is None or not math.isfinite(x):
+            what = "is empty" if v is None or str(v).strip() == "" else \
+                (f"is {v!r}, not a finite number" if x is not None else f"is {v!r}, not a number")
+            raise DataError(f"{where}: row {i + 1} of column {column!r} {what}; a regression target "
+                            "(data.problem_type: regression) is a finite number in every row: fix or drop the row")
+        out.append(x)
+    columns = {k: (out if k == column else ds[k]) for k in ds.column_names}
+    features = Features({k: (Value("float32") if k == column else f) for k, f in ds.features.items()})
+    return Dataset.from_dict(columns, features=features)
+
+
 def check_label_feature(ds, column: str, where: str) -> None:
     """One label per row: a plain value or a ClassLabel, never a list or a dict."""
     from datasets import ClassLabel, Value
@@ -107,8 +188,8 @@ def check_label_feature(ds, column: str, where: str) -> None:
                       "supported)")
 
 
-def check_text_feature(ds, column: str, key: str, where: str) -> None:
-    """A column of strings that are not all numbers."""
+def check_text_feature(ds, column: str, key: str, where: str, *, pair: bool = False) -> None:
+    """A column of strings that are not all numbers (``pair``: one side of a sentence pair, never empty)."""
     from datasets import Value
 
     feature = ds.features[column]
@@ -126,6 +207,10 @@ def check_text_feature(ds, column: str, key: str, where: str) -> None:
     if missing is not None:
         raise DataError(f"{where}: row {missing + 1} has no text in column {column!r} ({key}) (null or missing); "
                         "fill it in or drop the row")
+    empty = next((i for i, v in enumerate(ds[column]) if not v.strip()), None) if pair else None
+    if empty is not None:
+        raise DataError(f"{where}: row {empty + 1} has an empty text in column {column!r} ({key}); a sentence pair "
+                        "needs both texts: fill it in or drop the row")
     sample = [v for v in ds[column][:1000] if v]
     if sample and all(_FLOAT.fullmatch(v.strip()) for v in sample):
         raise DataError(f"{where}: column {column!r} ({key}) holds only numbers (e.g. {sample[0]!r}), not text; set "

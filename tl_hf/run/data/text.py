@@ -1,10 +1,13 @@
 """Text-classification data: the ``data`` section (:class:`DataConfig`); load a built-in dataset or csv/tsv/json/jsonl
 files, map columns to ``text`` / ``text_pair`` / ``label``, subset with a seed, tokenize.
 
-Built-in datasets (``sst2``, ``trec``, ``emotion``) live under the data root (``data.root``, else
+Built-in datasets (``sst2``, ``trec``, ``emotion``; the GLUE pairs ``rte``, ``mrpc`` and the regression ``stsb``) live
+under the data root (``data.root``, else
 ``$TL_HF_DATA_ROOT``, else ``../shared/data``) and are read by :mod:`tl_hf.run.data.text_builtin`; files (csv, tsv,
 json, jsonl, parquet) by :mod:`tl_hf.run.data.text_files`, both through ``datasets`` builders, offline. Labels become
-a ``ClassLabel`` column whose set comes from the training split (:mod:`tl_hf.run.data.labels`).
+a ``ClassLabel`` column whose set comes from the training split (:mod:`tl_hf.run.data.labels`); regression targets
+(``data.problem_type``: ``regression``, or detected by ``auto``) a ``float32`` column. Sentence pairs are tokenized as
+pairs, truncated ``longest_first`` to ``data.max_length``; the truncated examples are counted.
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean, one_line
-from tl_hf.run.data.labels import check_label_feature, check_text_feature, encode_labels, label_set
+from tl_hf.run.data.labels import (PROBLEM_TYPES, check_label_feature, check_text_feature, detect_problem_type,
+                                   encode_labels, encode_scores, label_set)
 from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
-from tl_hf.run.data.text_builtin import BUILTIN as _BUILTIN, EMOTIONS, TREC_COARSE, read_builtin_split
+from tl_hf.run.data.text_builtin import (BUILTIN as _BUILTIN, EMOTIONS, FOLDERS, PAIR_DATASETS, REGRESSION_DATASETS,
+                                         TREC_COARSE, read_builtin_split)
 from tl_hf.run.data.text_files import FORMATS as FILE_FORMATS, QUOTING, quiet_datasets, read_file
 
-__all__ = ["BUILTIN_DATASETS", "DataConfig", "EMOTIONS", "FILE_FORMATS", "QUOTING", "TREC_COARSE",
-           "TextClassificationData", "check_text_limits", "load_text_classification", "tokenize_datasets"]
+__all__ = ["BUILTIN_DATASETS", "DataConfig", "EMOTIONS", "FILE_FORMATS", "PAIR_DATASETS", "PROBLEM_TYPES", "QUOTING",
+           "REGRESSION", "REGRESSION_DATASETS", "TREC_COARSE", "TextClassificationData", "check_text_limits",
+           "load_text_classification", "tokenize_datasets"]
 
 BUILTIN_DATASETS = tuple(_BUILTIN)
+REGRESSION = "regression"
 
 
 def check_text_limits(data) -> None:
@@ -45,6 +52,23 @@ def _check_columns(data) -> None:
                 raise ConfigError(f"{k1} and {k2} are both {v1!r}; each names a different column (the text would be "
                                   "its own label)" if "label" in k2 else f"{k1} and {k2} are both {v1!r}; each names "
                                   "a different column")
+
+
+def _check_problem_type(data) -> None:
+    """data.problem_type is one of PROBLEM_TYPES and fits a built-in dataset."""
+    if data.problem_type == "multi_label_classification":
+        raise ConfigError("data.problem_type=multi_label_classification: multi-label data is its own task; set "
+                          "task: text_multilabel (labels as lists of names or ids)")
+    if data.problem_type not in PROBLEM_TYPES:
+        raise ConfigError(f"data.problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {data.problem_type!r}"
+                          + did_you_mean(str(data.problem_type), PROBLEM_TYPES))
+    if data.dataset is None or data.problem_type == "auto":
+        return
+    regression = data.dataset in REGRESSION_DATASETS
+    if regression != (data.problem_type == REGRESSION):
+        kind = "a regression dataset (float scores)" if regression else "a classification dataset"
+        raise ConfigError(f"data.dataset={data.dataset} is {kind}; set data.problem_type to auto or "
+                          f"{REGRESSION if regression else 'single_label_classification'}, not {data.problem_type}")
 
 
 @dataclass
@@ -88,6 +112,11 @@ class DataConfig:
     eval_fraction: float | None = field(default=None, metadata={
         "help": "Without eval data: hold out this seeded fraction of the training rows for evaluation."})
     seed: int | None = field(default=None, metadata={"help": "Seed of the subsetting. Default: training.seed."})
+    problem_type: str = field(default="auto", metadata={
+        "help": "auto | single_label_classification | regression. auto: class names or integer ids classify; "
+                "fractional numbers (at least 3 distinct values, e.g. STS-B scores) are a regression target (one "
+                "output, MSE loss, Pearson / Spearman / MSE); labels that could be either are refused, asking for "
+                "this key. Multi-label data is task: text_multilabel."})
 
     def __post_init__(self) -> None:
         if self.dataset is not None and self.dataset not in BUILTIN_DATASETS:
@@ -111,6 +140,7 @@ class DataConfig:
         if self.quoting is not None and self.quoting not in QUOTING:
             raise ConfigError(f"data.quoting must be one of {', '.join(QUOTING)}, got {self.quoting!r}")
         _check_columns(self)
+        _check_problem_type(self)
         if self.file_format is not None and self.file_format not in FILE_FORMATS:
             raise ConfigError(f"data.file_format must be one of {', '.join(FILE_FORMATS)}, got {self.file_format!r}")
         check_text_limits(self)
@@ -119,20 +149,30 @@ class DataConfig:
 @dataclass
 class TextClassificationData:
     """``train`` / ``eval`` are ``datasets.Dataset`` with columns ``text``, optional ``text_pair``, and ``label``
-    (int ids)."""
+    (int ids; ``float32`` scores when ``problem_type`` is regression, with no ``label_names``). ``truncation``: what
+    :func:`tokenize_datasets` did (max_length, strategy, truncated examples per split)."""
 
     train: Any = None
     eval: Any = None
     label_names: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    problem_type: str = "single_label_classification"
+    truncation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pair(self) -> bool:
+        ds = self.train if self.train is not None else self.eval
+        return ds is not None and "text_pair" in ds.column_names
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
 
-def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: bool = True) -> TextClassificationData:
-    """Load, map columns, encode labels and subset (seeded) as ``cfg`` says. Does not tokenize."""
+def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: bool = True,
+                             allow_regression: bool = False) -> TextClassificationData:
+    """Load, map columns, encode labels and subset (seeded) as ``cfg`` says. Does not tokenize. Regression targets
+    are refused unless ``allow_regression`` (the caller trains a one-output regression head)."""
     seed = cfg.seed if cfg.seed is not None else seed
     if cfg.dataset is not None:
         data = _load_builtin(cfg, need_train)
@@ -140,6 +180,10 @@ def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: boo
         data = _load_hub(cfg, need_train)
     else:
         data = _load_files(cfg, need_train)
+    if data.problem_type == REGRESSION and not allow_regression:
+        raise ConfigError(f"the labels of {data.sources.get('train') or data.sources.get('eval')} are regression "
+                          "targets (numbers), but this task classifies; use task: text_classification (it fits a "
+                          "regression head) or give class labels")
     if data.eval is None and cfg.eval_fraction is not None and data.train is not None:
         split = data.train.train_test_split(test_size=cfg.eval_fraction, seed=seed)
         data.train, data.eval = split["train"], split["test"]
@@ -160,7 +204,7 @@ def load_text_classification(cfg: DataConfig, seed: int = 42, *, need_train: boo
 
 def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     root = resolve_data_root(cfg.root)
-    folder = root / cfg.dataset
+    folder = root / FOLDERS.get(cfg.dataset, cfg.dataset)
     if not folder.is_dir():
         raise DataError(f"dataset folder not found: {folder} (data root {root})")
     names, splits, default_eval = _BUILTIN[cfg.dataset]
@@ -168,7 +212,8 @@ def _load_builtin(cfg: DataConfig, need_train: bool) -> TextClassificationData:
     for split in (cfg.train_split, eval_split):
         if split not in splits:
             raise DataError(f"{cfg.dataset} has splits {', '.join(splits)}; got {split!r}")
-    out = TextClassificationData(label_names=list(names))
+    out = TextClassificationData(label_names=list(names), problem_type=REGRESSION if cfg.dataset in
+                                 REGRESSION_DATASETS else "single_label_classification")
     out.sources["eval_split"] = eval_split
     for attr, split in (("train", cfg.train_split), ("eval", eval_split)):
         if attr == "train" and not need_train:
@@ -225,39 +270,59 @@ def _from_raw(cfg: DataConfig, raw: dict, files: dict) -> TextClassificationData
             if col not in ds.column_names:
                 raise DataError(f"column {col!r} (data.{key}) not found in {files[split]}; its columns are: "
                                 f"{', '.join(ds.column_names)}")
-        check_text_feature(ds, cfg.text_column, "data.text_column", str(files[split]))
-        if cfg.text_pair_column:
-            check_text_feature(ds, cfg.text_pair_column, "data.text_pair_column", str(files[split]))
+        pair = bool(cfg.text_pair_column)
+        check_text_feature(ds, cfg.text_column, "data.text_column", str(files[split]), pair=pair)
+        if pair:
+            check_text_feature(ds, cfg.text_pair_column, "data.text_pair_column", str(files[split]), pair=True)
         check_label_feature(ds, cfg.label_column, str(files[split]))
     first = "train" if "train" in raw else next(iter(raw))
-    labels = label_set(raw[first], cfg.label_column, str(files[first]), cfg.label_names)
+    problem = detect_problem_type(raw[first], cfg.label_column, str(files[first]), cfg.problem_type)
+    if problem == REGRESSION and cfg.label_names:
+        raise ConfigError("data.label_names names classes, but data.problem_type is regression (one number per "
+                          "row); drop data.label_names or set data.problem_type: single_label_classification")
+    labels = label_set(raw[first], cfg.label_column, str(files[first]), cfg.label_names) if problem != REGRESSION \
+        else None
     rename = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         rename[cfg.text_pair_column] = "text_pair"
-    out = TextClassificationData(label_names=labels.names, sources={k: str(v) for k, v in files.items()})
+    out = TextClassificationData(label_names=labels.names if labels else [], problem_type=problem,
+                                 sources={k: str(v) for k, v in files.items()})
     for split, ds in raw.items():
         with quiet_datasets():
-            ds = encode_labels(ds.select_columns(list(rename)), cfg.label_column, labels, str(files[split]))
+            ds = ds.select_columns(list(rename))
+            ds = encode_labels(ds, cfg.label_column, labels, str(files[split])) if labels else \
+                encode_scores(ds, cfg.label_column, str(files[split]))
         setattr(out, split, ds.rename_columns({k: v for k, v in rename.items() if k != v}))
     return out
 
 
 # -- tokenization -----------------------------------------------------------------------------------------------------
 
+TRUNCATION = "longest_first"
+
+
 def tokenize_datasets(data: TextClassificationData, tokenizer, max_length: int) -> TextClassificationData:
-    """Tokenize ``text`` (and ``text_pair``) with truncation to ``max_length``; no padding (pad per batch)."""
+    """Tokenize ``text`` (and ``text_pair``, as a pair) with truncation ``longest_first`` to ``max_length``; no
+    padding (pad per batch). ``data.truncation`` records max_length, the strategy and the truncated examples per
+    split (an example is truncated when its untruncated encoding is longer than ``max_length``)."""
 
     def encode(batch):
         text = [t if t is not None else "" for t in batch["text"]]
         pair = batch.get("text_pair")
         if pair is not None:
             pair = [t if t is not None else "" for t in pair]
-        return tokenizer(text, pair, truncation=True, max_length=max_length)
+        full = tokenizer(text, pair, truncation=False, verbose=False)["input_ids"]
+        out = tokenizer(text, pair, truncation=TRUNCATION, max_length=max_length)
+        out["_truncated"] = [len(ids) > max_length for ids in full]
+        return out
 
+    data.truncation = {"max_length": max_length, "truncation": TRUNCATION, "pairs": data.is_pair}
     for split in ("train", "eval"):
         ds = getattr(data, split)
         if ds is None:
             continue
         drop = [c for c in ds.column_names if c != "label"]
-        setattr(data, split, ds.map(encode, batched=True, remove_columns=drop, desc=f"tokenizing {split}"))
+        ds = ds.map(encode, batched=True, remove_columns=drop, desc=f"tokenizing {split}")
+        data.truncation[f"truncated_{split}"] = int(sum(ds["_truncated"]))
+        setattr(data, split, ds.remove_columns("_truncated"))
     return data

@@ -15,8 +15,8 @@ from tl_hf.run.metrics.classification import compute_metrics, split_eval_predict
 __all__ = ["LOCAL_METRICS", "RunMetrics", "load_metric", "local_metric_path"]
 
 #: the evaluate modules shipped in tl_hf/run/metrics/modules (each loads offline)
-LOCAL_METRICS = ("accuracy", "precision", "recall", "f1", "confusion_matrix", "forgetting", "squad", "entity_f1",
-                 "multilabel_f1")
+LOCAL_METRICS = ("accuracy", "precision", "recall", "f1", "confusion_matrix", "forgetting", "squad",
+                 "multilabel_f1", "pearsonr", "spearmanr", "mse", "entity_f1")
 _MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modules")
 
 
