@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "step_time": "--small", "penalty_overhead": "--quick", "fisher_cost": "--small", "memory": "--small",
     "cached_features": "--small", "time_to_accuracy": "--small", "split_mnist": "--small",
-    "text_sequence": "--small", "sst2_strategies": "--small",
+    "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
+    "fisher_cost_vision": "--small",
 }
 
 
