@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tl_hf.run.models import ModelLoadError, resolve_model_path
 
-__all__ = ["TOKENIZER_FILES", "check_max_length", "check_tokenizer_files", "check_tokenizer_works",
-           "position_limit"]
+__all__ = ["TOKENIZER_FILES", "check_max_length", "check_text_model", "check_tokenizer_files",
+           "check_tokenizer_works", "position_limit"]
 
 #: files that hold a tokenizer's vocabulary (one is enough): fast tokenizers, WordPiece, BPE, SentencePiece
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
@@ -19,6 +19,17 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 #: - pad_token_id - 1)
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
                      "roberta-prelayernorm", "xmod", "mpnet", "ibert", "luke", "bros")
+
+
+def check_text_model(model, max_length: int) -> None:
+    """A text task's checks before any load (``model`` is the ``model`` section): the model and tokenizer resolve
+    (not an offline Hub id), the tokenizer has vocabulary files, and ``max_length`` fits the model's positions."""
+    resolve_model_path(model.name_or_path)
+    if model.tokenizer:
+        resolve_model_path(model.tokenizer)
+    check_tokenizer_files(model.tokenizer or model.name_or_path,
+                          "model.tokenizer" if model.tokenizer else "model.name_or_path")
+    check_max_length(model.name_or_path, max_length)
 
 
 def check_tokenizer_files(name: str, key: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tl_hf._errors import ConfigError
 from tl_hf.run.data.squad import QADataConfig
-from tl_hf.run.models import _from_pretrained, resolve_model_path
+from tl_hf.run.models import _from_pretrained
 from tl_hf.run.sections import RunConfig
 from tl_hf.run.tasks.registry import register_task
 from tl_hf.run.template import Built, ClassificationTask, run_classification
@@ -27,7 +27,7 @@ _METRICS = ("exact_match", "f1", "loss")
 
 
 def _check(cfg: RunConfig, args) -> None:
-    from tl_hf.run.data.tokenizer import check_max_length, check_tokenizer_files
+    from tl_hf.run.data.tokenizer import check_text_model
 
     if cfg.freezing.cache_features or (cfg.strategy.mode == "auto" and cfg.strategy.cache_features):
         key = "freezing.cache_features" if cfg.freezing.cache_features else "strategy.cache_features"
@@ -40,12 +40,7 @@ def _check(cfg: RunConfig, args) -> None:
     if cfg.early_stopping.patience > 0 and cfg.early_stopping.metric not in _METRICS:
         raise ConfigError(f"early_stopping.metric={cfg.early_stopping.metric!r}: question_answering reports "
                           f"{', '.join(_METRICS)}; set early_stopping.metric to one of them")
-    resolve_model_path(cfg.model.name_or_path)
-    if cfg.model.tokenizer:
-        resolve_model_path(cfg.model.tokenizer)
-    check_tokenizer_files(cfg.model.tokenizer or cfg.model.name_or_path,
-                          "model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
-    check_max_length(cfg.model.name_or_path, cfg.data.max_length)
+    check_text_model(cfg.model, cfg.data.max_length)  # fails fast: not a model, an offline Hub id, no vocabulary
 
 
 class QAMetrics:

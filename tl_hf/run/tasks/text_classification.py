@@ -11,7 +11,7 @@ from typing import Any
 
 from tl_hf._errors import ConfigError
 from tl_hf.run.data.text import DataConfig
-from tl_hf.run.models import _from_pretrained, resolve_model_path
+from tl_hf.run.models import _from_pretrained
 from tl_hf.run.sections import RunConfig
 from tl_hf.run.tasks.registry import register_task
 from tl_hf.run.template import Built, ClassificationTask, check_num_labels, run_classification
@@ -20,14 +20,9 @@ __all__ = ["TEXT_CLASSIFICATION", "run_text_classification"]
 
 
 def _check(cfg: RunConfig, args) -> None:
-    from tl_hf.run.data.tokenizer import check_max_length, check_tokenizer_files
+    from tl_hf.run.data.tokenizer import check_text_model
 
-    resolve_model_path(cfg.model.name_or_path)  # fails fast: not a model, an offline Hub id
-    if cfg.model.tokenizer:
-        resolve_model_path(cfg.model.tokenizer)
-    check_tokenizer_files(cfg.model.tokenizer or cfg.model.name_or_path,
-                          "model.tokenizer" if cfg.model.tokenizer else "model.name_or_path")
-    check_max_length(cfg.model.name_or_path, cfg.data.max_length)
+    check_text_model(cfg.model, cfg.data.max_length)  # fails fast: not a model, an offline Hub id, no vocabulary
     _check_head(cfg)
 
 
