@@ -1,4 +1,5 @@
-"""What the packaged evaluate modules share: their ``MetricInfo`` and the precision / recall / F1 base class.
+"""What the packaged evaluate modules share: their ``MetricInfo``, the precision / recall / F1 base class and the
+regression-score base class (Pearson, Spearman, MSE).
 
 A module script imports this module (``from tl_hf.run.metrics import base``), never a class from it: evaluate takes
 the first ``EvaluationModule`` subclass in a script's namespace as the metric.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import datasets
 import evaluate
 
-from tl_hf.run.metrics import classification
+from tl_hf.run.metrics import classification, regression
 
-__all__ = ["CLASS_ID_FEATURES", "ScoreMetric", "metric_info"]
+__all__ = ["CLASS_ID_FEATURES", "RegressionMetric", "ScoreMetric", "metric_info"]
 
 #: predictions and references as class ids (the classification modules' inputs)
 CLASS_ID_FEATURES = datasets.Features({"predictions": datasets.Value("int64"),
@@ -51,3 +52,30 @@ class ScoreMetric(evaluate.Metric):
     def _compute(self, predictions, references, average: str | None = "binary", pos_label: int = 1):
         scores = classification.class_scores(predictions, references, average=average, pos_label=pos_label)
         return {self.NAME: scores[self.NAME]}
+
+
+_REGRESSION_INPUTS = """
+Args:
+    predictions (list of float): predicted scores.
+    references (list of float): true scores.
+Returns:
+    {NAME}: {RANGE}
+"""
+
+
+class RegressionMetric(evaluate.Metric):
+    """One regression score (``NAME``) of float predictions: :mod:`tl_hf.run.metrics.regression` computes it."""
+
+    NAME = ""
+    #: what the score is, for the description
+    WHAT = ""
+    #: the range line of the inputs description
+    RANGE = ""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return metric_info(f"{self.WHAT} (tl_hf, numpy).",
+                           _REGRESSION_INPUTS.replace("{NAME}", self.NAME).replace("{RANGE}", self.RANGE),
+                           features=regression.score_features())
+
+    def _compute(self, predictions, references):
+        return {self.NAME: getattr(regression, self.NAME)(predictions, references)}

@@ -1,24 +1,9 @@
-"""Spearman's rank correlation rho of predicted and true scores (ties at their average rank): tl_hf's packaged
-evaluate module for regression (scipy.stats.spearmanr semantics)."""
-
-import evaluate
+"""Spearman's rank correlation rho of predicted and true scores (ties at their average rank): tl_hf's packaged evaluate module for regression (scipy.stats.spearmanr semantics)."""
 
 from tl_hf.run.metrics import base
-from tl_hf.run.metrics import regression
-
-_INPUTS = """
-Args:
-    predictions (list of float): predicted scores.
-    references (list of float): true scores.
-Returns:
-    spearmanr: a float in [-1, 1]; NaN when either side is constant.
-"""
 
 
-class Spearmanr(evaluate.Metric):
-    def _info(self):
-        return base.metric_info(f"{__doc__.split(':')[0]} (tl_hf, numpy).",
-                                _INPUTS, features=regression.score_features())
-
-    def _compute(self, predictions, references):
-        return {"spearmanr": regression.spearmanr(predictions, references)}
+class Spearmanr(base.RegressionMetric):
+    NAME = "spearmanr"
+    WHAT = "Spearman's rank correlation rho of predicted and true scores (ties at their average rank)"
+    RANGE = "a float in [-1, 1]; NaN when either side is constant."
