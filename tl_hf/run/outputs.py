@@ -16,7 +16,7 @@ from tl_hf.run.sections import RunConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["DATASET_HUB_CONFIGS", "DATASET_HUB_IDS", "card_info", "is_main", "main_process_log", "write_results",
-           "evaluate_classification",
+           "evaluate_classification", "evaluate_step",
            "write_card", "push_model", "numeric", "training_plots", "RUN_OUTPUTS", "clear_run_outputs"]
 
 
@@ -86,6 +86,28 @@ def numeric(results: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in results.items() if isinstance(v, (int, float))}
 
 
+def evaluate_step(trainer, results: dict[str, Any], eval_dataset, *, score: Callable, write: Callable) -> dict:
+    """The evaluate step every task shares, after ``trainer.train()``. ``trainer.predict`` on ``eval_dataset``
+    (gathered over all processes); ``score(pred) -> (metrics, value)`` gives the ``eval_`` metrics, which are logged
+    and merged into ``results``, and a task value. Then, in the saving process only, ``write(out, value)`` writes the
+    task's files into the output folder (returning ``{name: path}``), followed by the training plots. No eval set:
+    only the plots."""
+    value = None
+    if eval_dataset is not None:
+        pred = trainer.predict(eval_dataset, metric_key_prefix="eval")
+        metrics, value = score(pred)
+        trainer.log_metrics("eval", numeric(metrics))  # its table prints numbers only; a metric may give lists
+        results.update(metrics)
+    if not trainer.args.should_save:
+        return results
+    out = trainer.args.output_dir
+    os.makedirs(out, exist_ok=True)
+    written = dict(write(out, value)) if eval_dataset is not None else {}
+    written.update(training_plots(trainer, out))
+    results["outputs"] = written
+    return results
+
+
 def evaluate_classification(trainer, *, label_names: list[str], train_size: int, eval_dataset=None,
                             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """After ``trainer.train()``: evaluate (gathered over all processes) and, in the main process, write the eval
@@ -94,30 +116,24 @@ def evaluate_classification(trainer, *, label_names: list[str], train_size: int,
 
     results: dict[str, Any] = dict(extra or {})
     results["train_samples"] = train_size
-    if eval_dataset is not None:
-        pred = trainer.predict(eval_dataset, metric_key_prefix="eval")
+
+    def score(pred):
         metrics = dict(pred.metrics)
         metrics["eval_samples"] = len(eval_dataset)
-        trainer.log_metrics("eval", numeric(metrics))  # its table prints numbers only; a metric may give lists
-        results.update(metrics)
-        pred_ids, labels = predictions_from_logits(pred.predictions), np.asarray(pred.label_ids)
-    if not trainer.args.should_save:
-        return results
-    out = trainer.args.output_dir
-    os.makedirs(out, exist_ok=True)
-    from tl_hf.run import plots
+        return metrics, (predictions_from_logits(pred.predictions), np.asarray(pred.label_ids))
 
-    written = {}
-    if eval_dataset is not None:
-        written["predictions"] = _write_predictions(os.path.join(out, "eval_predictions.jsonl"), pred_ids, labels,
-                                                    label_names)
+    def write(out: str, value) -> dict[str, str]:
+        from tl_hf.run import plots
+
+        pred_ids, labels = value
         cm = confusion_matrix(pred_ids, labels, max(len(label_names), int(max(pred_ids.max(), labels.max())) + 1))
         results["confusion_matrix"] = cm.tolist()
-        written["confusion_matrix"] = plots.plot_confusion_matrix(cm, label_names,
-                                                                  os.path.join(out, "confusion_matrix.png"))
-    written.update(training_plots(trainer, out))
-    results["outputs"] = written
-    return results
+        return {"predictions": _write_predictions(os.path.join(out, "eval_predictions.jsonl"), pred_ids, labels,
+                                                  label_names),
+                "confusion_matrix": plots.plot_confusion_matrix(cm, label_names,
+                                                                os.path.join(out, "confusion_matrix.png"))}
+
+    return evaluate_step(trainer, results, eval_dataset, score=score, write=write)
 
 
 def training_plots(trainer, out: str) -> dict[str, str]:

@@ -94,41 +94,35 @@ def evaluate_regression(trainer, built, cfg: RunConfig) -> dict[str, Any]:
     spearmanr, mse) and, in the main process, write ``eval_predictions.jsonl`` (unclipped), the scatter plot, the
     learning curve and LR plots. The results state the training labels' range and the predictions outside it."""
     from tl_hf.run.metrics.regression import predictions_1d
-    from tl_hf.run.outputs import numeric, training_plots
+    from tl_hf.run.outputs import evaluate_step
 
     results: dict[str, Any] = dict(built.results)
     results["train_samples"] = len(built.train_dataset)
     lo, hi = label_range(built.train_dataset)
     results["train_label_range"] = [lo, hi]
-    eval_dataset = built.eval_dataset
-    if eval_dataset is not None:
-        pred = trainer.predict(eval_dataset, metric_key_prefix="eval")
+
+    def score(pred):
         metrics = dict(pred.metrics)
-        metrics["eval_samples"] = len(eval_dataset)
+        metrics["eval_samples"] = len(built.eval_dataset)
         p, y = predictions_1d(pred.predictions), np.asarray(pred.label_ids, dtype=np.float64).reshape(-1)
         metrics["eval_prediction_range"] = [float(p.min()), float(p.max())]
         metrics["eval_predictions_below_train_range"] = int((p < lo).sum())
         metrics["eval_predictions_above_train_range"] = int((p > hi).sum())
-        trainer.log_metrics("eval", numeric(metrics))
-        results.update(metrics)
-    if not trainer.args.should_save:
-        return results
-    out = trainer.args.output_dir
-    os.makedirs(out, exist_ok=True)
-    from tl_hf.run import plots
+        return metrics, (p, y)
 
-    written = {}
-    if eval_dataset is not None:
+    def write(out: str, value) -> dict[str, str]:
+        from tl_hf.run import plots
+
+        p, y = value
         path = os.path.join(out, "eval_predictions.jsonl")
         with open(path, "w") as fh:
             for i, (pi, yi) in enumerate(zip(p.tolist(), y.tolist())):
                 fh.write(json.dumps({"index": i, "label": round(yi, 6), "prediction": pi,
                                      "outside_train_range": not lo <= pi <= hi}) + "\n")
-        written["predictions"] = path
         title = f"eval: Pearson {results.get('eval_pearsonr', float('nan')):.3f}, " \
                 f"Spearman {results.get('eval_spearmanr', float('nan')):.3f}"
-        written["scatter"] = plots.plot_regression_scatter(p, y, os.path.join(out, "eval_scatter.png"),
-                                                           train_range=(lo, hi), title=title)
-    written.update(training_plots(trainer, out))
-    results["outputs"] = written
-    return results
+        return {"predictions": path,
+                "scatter": plots.plot_regression_scatter(p, y, os.path.join(out, "eval_scatter.png"),
+                                                         train_range=(lo, hi), title=title)}
+
+    return evaluate_step(trainer, results, built.eval_dataset, score=score, write=write)

@@ -109,29 +109,23 @@ def _build(cfg: RunConfig, args, checked, log, *, metrics: dict) -> Built:
 def _evaluate(trainer, built: Built, cfg: RunConfig, *, metrics: dict) -> dict[str, Any]:
     """Predict the eval windows (gathered over all processes), score the answers; the main process writes
     ``eval_predictions.json`` ({id: answer}), optionally the n-best file, and the training plots."""
-    from tl_hf.run.outputs import numeric, training_plots
+    from tl_hf.run.outputs import evaluate_step
 
-    results: dict[str, Any] = dict(built.results)
     data = metrics["data"]
-    if built.eval_dataset is not None:
-        pred = trainer.predict(built.eval_dataset, metric_key_prefix="eval")
+
+    def score(pred):
         scores = dict(pred.metrics)
         scores["eval_samples"], scores["eval_features"] = len(data.eval), len(built.eval_dataset)
-        trainer.log_metrics("eval", numeric(scores))
-        results.update(scores)
-    if not trainer.args.should_save:
-        return results
-    out = trainer.args.output_dir
-    os.makedirs(out, exist_ok=True)
-    written = {}
-    if built.eval_dataset is not None:
-        preds, nbest = metrics["object"].last
-        written["predictions"] = _write_json(os.path.join(out, "eval_predictions.json"), preds)
+        return scores, metrics["object"].last
+
+    def write(out: str, value) -> dict[str, str]:
+        preds, nbest = value
+        written = {"predictions": _write_json(os.path.join(out, "eval_predictions.json"), preds)}
         if cfg.data.write_nbest:
             written["nbest"] = _write_json(os.path.join(out, "eval_nbest_predictions.json"), nbest)
-    written.update(training_plots(trainer, out))
-    results["outputs"] = written
-    return results
+        return written
+
+    return evaluate_step(trainer, dict(built.results), built.eval_dataset, score=score, write=write)
 
 
 def _write_json(path: str, obj) -> str:

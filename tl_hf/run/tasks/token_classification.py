@@ -113,37 +113,30 @@ def _evaluate(trainer, built: TokenBuilt, cfg: RunConfig) -> dict[str, Any]:
     """Predict the eval set (gathered over all processes), score it per word over whole sentences, and in the main
     process write ``eval_predictions.jsonl`` and the training plots."""
     from tl_hf.run.metrics.entities import flat_scores
-    from tl_hf.run.outputs import numeric, training_plots
+    from tl_hf.run.outputs import evaluate_step
 
     results: dict[str, Any] = dict(built.results)
     results["train_samples"] = len(built.train_dataset)
     sents = built.eval_sentences
-    if built.eval_dataset is not None:
-        pred = trainer.predict(built.eval_dataset, metric_key_prefix="eval")
+
+    def score(pred):
         predicted = word_predictions(pred.predictions, pred.label_ids, built.eval_words,
                                      [len(t) for t in sents.tokens], built.label_names)
         scores = trainer.compute_metrics.score(sents.tags, predicted)
         metrics = dict(pred.metrics)  # its entity scores are on the words that got a subword; replaced here
         metrics.update({f"eval_{k}": v for k, v in flat_scores(scores).items()})
-        metrics.update(eval_samples=len(sents), eval_entities=scores["number"])
-        trainer.log_metrics("eval", numeric(metrics))
-        results.update(metrics)
-        results["eval_per_type"] = scores["per_type"]
-    if not trainer.args.should_save:
-        return results
-    out = trainer.args.output_dir
-    os.makedirs(out, exist_ok=True)
-    written = {}
-    if built.eval_dataset is not None:
+        metrics.update(eval_samples=len(sents), eval_entities=scores["number"], eval_per_type=scores["per_type"])
+        return metrics, predicted
+
+    def write(out: str, predicted) -> dict[str, str]:
         path = os.path.join(out, "eval_predictions.jsonl")
         with open(path, "w", encoding="utf-8") as fh:
             for i, (toks, gold, prd) in enumerate(zip(sents.tokens, sents.tags, predicted)):
                 fh.write(json.dumps({"index": i, "tokens": toks, "gold": gold, "predicted": prd},
                                     ensure_ascii=False) + "\n")
-        written["predictions"] = path
-    written.update(training_plots(trainer, out))
-    results["outputs"] = written
-    return results
+        return {"predictions": path}
+
+    return evaluate_step(trainer, results, built.eval_dataset, score=score, write=write)
 
 
 def _metrics(cfg: RunConfig):
