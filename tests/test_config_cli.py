@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -42,18 +41,9 @@ def _minilm_dir() -> Path:
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer BERT (hidden 32) with the MiniLM vocabulary, saved with save_pretrained, plus the MiniLM tokenizer."""
-    import torch
-    import transformers as T
+    from tiny import save_tiny_text_model
 
-    src = _minilm_dir()
-    out = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    cfg = T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=37, max_position_embeddings=128, num_labels=2)
-    T.BertForSequenceClassification(cfg).save_pretrained(out)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    return out
+    return save_tiny_text_model(tmp_path_factory.mktemp("tiny_bert"), num_labels=2)
 
 
 @pytest.fixture

