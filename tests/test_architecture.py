@@ -18,7 +18,9 @@ LAYERS = {
     "tl_hf.core": 1,                                     # architectures, layers, optim, freezing, state, feature_cache
     "tl_hf.regularizers": 2,                             # the protocol + registry and each method
     "tl_hf.core.trainer": 3, "tl_hf.core.callbacks": 3,  # TransferTrainer builds regularizers from specs
+    "tl_hf.core.trainer_state": 3,                       # its checkpoint-state / finiteness mixin
     "tl_hf.core.model_card": 3,                          # its card describes the regularizers
+    "tl_hf.core.feature_cache_trainer": 3,               # its feature-cache dataloader / replay mixin
     "tl_hf.continual": 4,
     "tl_hf.hub": 5,
     "tl_hf.run": 6,

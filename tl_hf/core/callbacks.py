@@ -15,7 +15,7 @@ from tl_hf.core.state import STATE_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureCacheBuilder", "GradualUnfreezingCallback", "GroupLRRecorder", "RegularizerBinder"]
+__all__ = ["FeatureCacheBuilder", "GradualUnfreezingCallback", "GroupLRRecorder", "LossCheck", "RegularizerBinder"]
 
 
 class GradualUnfreezingCallback(TrainerCallback):
@@ -116,10 +116,39 @@ class RegularizerBinder(TrainerCallback):
 
 class FeatureCacheBuilder(TrainerCallback):
     """Computes the frozen backbone's outputs before the first step (after a resume restored the weights): calls
-    ``build()``."""
+    ``build()``. Calls ``release()`` before that and after every step (after :class:`GradualUnfreezingCallback`, added
+    before it, changed the phase): LP-FT frees its cached outputs once its backbone trains."""
 
-    def __init__(self, build: Callable[[], None]) -> None:
+    def __init__(self, build: Callable[[], None], release: Callable[[], None] = lambda: None) -> None:
         self.build = build
+        self.release = release
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.release()
         self.build()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.release()
+
+
+class LossCheck(TrainerCallback):
+    """Reads the trainer's device-side loss flag only where the Trainer reads host values anyway: at logging,
+    evaluation and save steps, when training stops, at each epoch's end and at the end of training (``check()``), so a
+    GPU step is never held up by a host sync. ``reset(global_step)`` at the start (after a resume restored the step).
+    Added after the Trainer's flow callback, so its ``control`` decisions for the step are known here."""
+
+    def __init__(self, check: Callable[[], None], reset: Callable[[int], None]) -> None:
+        self.check, self.reset = check, reset
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.reset(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.check()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.check()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.check()

@@ -37,7 +37,10 @@ set, examples that are not dicts, random data or collator, a backbone that is no
 module that runs twice or after the head, outputs that are not tensors, outputs that depend on the batch's padding
 when batches differ in length. The cache lives in memory, as long as the trainer (``trainer.feature_cache.stores``;
 evaluation sets are cached on first use): resuming from a checkpoint recomputes it (deterministically), so a resumed
-run equals an uninterrupted one. In a multi-process run every process caches the whole dataset.
+run equals an uninterrupted one. In a multi-process run each process computes the outputs of its own shard of the
+examples and the processes exchange them, so every process holds the whole cache (:mod:`tl_hf.core.feature_shard`).
+``freezing.feature_cache_dir`` saves the cache to disk, keyed by a fingerprint of the frozen weights, the data and
+the preprocessing, for later runs to read (:mod:`tl_hf.core.feature_disk`).
 """
 
 from __future__ import annotations
@@ -53,133 +56,17 @@ import torch.nn as nn
 from torch.utils import _pytree as pytree
 
 from tl_hf._errors import one_line
+from tl_hf.core.feature_checks import (INDEX_KEY, IndexCollator, IndexedDataset, _trainable_modules,  # noqa: F401
+                                       check_deterministic_data, check_trainer_setup, frozen_modules)
 from tl_hf.core.feature_store import _FIX, FeatureStore, Spans, _err
 from tl_hf.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureCache", "INDEX_KEY", "IndexCollator", "IndexedDataset", "check_trainer_setup", "frozen_modules"]
-
-#: batch key carrying each example's position in its dataset (added and removed by TransferTrainer)
-INDEX_KEY = "tl_hf_example_index"
+# the checks and index wrappers live in tl_hf.core.feature_checks; re-exported here, the module users know
+__all__ = ["FeatureCache", "INDEX_KEY", "IndexCollator", "IndexedDataset", "check_deterministic_data",
+           "check_trainer_setup", "frozen_modules"]
 _MISSING = object()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Which modules are cached
-# ---------------------------------------------------------------------------------------------------------------------
-
-def frozen_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules that have parameters, all frozen. The outermost of them that the forward pass calls are cached."""
-    return [(n, m) for n, m in model.named_modules()
-            if (ps := list(m.parameters())) and not any(p.requires_grad for p in ps)]
-
-
-def _trainable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
-
-
-def check_trainer_setup(model: nn.Module, depths: Mapping[str, int], head_depth: int, *, regularizers=(),
-                        args=None, freeze_norm_stats: bool = True) -> None:
-    """Refuse (one line) what the cache cannot reproduce: trainable backbone, regularizers, BN in train mode, ..."""
-    bad = [n for n, p in model.named_parameters() if p.requires_grad and depths.get(n) != head_depth]
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise _err(f"needs the backbone entirely frozen, but {bad[0]!r}{more} outside the head is trainable; freeze "
-                   f"it (policy feature_extraction trains only the head) {_FIX}")
-    if regularizers:
-        names = ", ".join(getattr(r, "name", type(r).__name__) for r in regularizers)
-        raise _err(f"cannot be combined with regularizers ({names}): they need full forward passes; remove them "
-                   f"{_FIX}")
-    if args is not None and getattr(args, "torch_compile", False):
-        raise _err(f"does not work with torch_compile (a compiled graph ignores the cached modules); set "
-                   f"torch_compile: false {_FIX}")
-    if args is not None and (getattr(args, "fsdp", None) or getattr(args, "deepspeed", None)):
-        raise _err(f"does not work with FSDP or DeepSpeed (they rewrap the modules it caches); use DDP (torchrun) "
-                   f"{_FIX}")
-    if args is not None and getattr(args, "n_gpu", 1) > 1:
-        raise _err(f"does not work with torch.nn.DataParallel ({args.n_gpu} GPUs in one process); launch one process "
-                   f"per GPU (torchrun / accelerate launch) {_FIX}")
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-            has_params = any(True for _ in m.parameters(recurse=False))
-            if not (freeze_norm_stats and has_params and m.track_running_stats):
-                raise _err(f"frozen BatchNorm {name!r} normalizes with batch statistics when training without the "
-                           f"cache (freeze_norm_stats off, or no affine parameters or running statistics), which a "
-                           f"per-example cache cannot reproduce; set freezing.freeze_norm_stats: true {_FIX}")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Datasets that carry each example's index
-# ---------------------------------------------------------------------------------------------------------------------
-
-class IndexedDataset(torch.utils.data.Dataset):
-    """``base[i]`` plus ``{INDEX_KEY: i}``; ``base`` must be map-style with dict examples."""
-
-    def __init__(self, base, what: str = "training") -> None:
-        if isinstance(base, torch.utils.data.IterableDataset) or not (hasattr(base, "__len__")
-                                                                      and hasattr(base, "__getitem__")):
-            raise _err(f"needs a map-style {what} dataset (with __len__ and __getitem__), got "
-                       f"{type(base).__name__}; materialize it (e.g. datasets.Dataset.from_generator) {_FIX}")
-        self.base = base
-        self.what = what
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.base[i]
-        if not isinstance(item, Mapping):
-            raise _err(f"{self.what} examples must be dicts of model inputs, got {type(item).__name__} {_FIX}")
-        return {**item, INDEX_KEY: int(i)}
-
-
-class IndexCollator:
-    """Runs ``collator`` on the examples without their index, then adds the indices as a tensor."""
-
-    def __init__(self, collator: Callable) -> None:
-        self.collator = collator
-
-    def __call__(self, features: list) -> dict:
-        idx = [f[INDEX_KEY] for f in features]
-        batch = self.collator([{k: v for k, v in f.items() if k != INDEX_KEY} for f in features])
-        batch[INDEX_KEY] = torch.tensor(idx, dtype=torch.long)
-        return batch
-
-
-def _same(a: Any, b: Any) -> bool:
-    la, sa = pytree.tree_flatten(a)
-    lb, sb = pytree.tree_flatten(b)
-    if sa != sb:
-        return False
-    for x, y in zip(la, lb):
-        try:
-            if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
-                if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape
-                        and x.dtype == y.dtype and torch.equal(x, y)):
-                    return False
-            elif hasattr(x, "shape") and hasattr(x, "dtype"):  # numpy
-                import numpy as np
-
-                if not np.array_equal(x, y):
-                    return False
-            elif x != y:
-                return False
-        except Exception:  # noqa: BLE001 - an object we cannot compare: assume it is the same
-            continue
-    return True
-
-
-def check_deterministic_data(dataset, collate: Callable, what: str, n: int = 2) -> None:
-    """Refuse data whose first ``n`` examples (or their collated batch) differ between two reads."""
-    k = min(n, len(dataset))
-    a = [dataset[i] for i in range(k)]
-    if not _same(a, [dataset[i] for i in range(k)]):
-        raise _err(f"the {what} dataset returned different values for the same example twice (random augmentation "
-                   f"or transform?); caching needs deterministic data: remove the randomness {_FIX}")
-    if k and not _same(collate([dict(x) for x in a]), collate([dict(x) for x in a])):
-        raise _err(f"the data collator returned different batches for the same {what} examples (random masking or "
-                   f"augmentation?); caching needs a deterministic collator {_FIX}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -232,11 +119,48 @@ class FeatureCache:
 
     def build(self, key: str, dataset, batches: Iterable[dict], *, prepare: Callable[[dict], dict],
               context: Callable[[], Any] = contextlib.nullcontext, what: str = "training",
-              collate_one: Callable[[int], dict] | None = None) -> FeatureStore:
+              collate_one: Callable[[int], dict] | None = None, gather: bool = False) -> FeatureStore:
         """One pass over ``batches`` (collated, carrying :data:`INDEX_KEY`) in eval mode; checks on the first.
-        ``collate_one(i)`` is a batch of example ``i`` alone (tells fixed-length padding from dynamic padding)."""
+        ``collate_one(i)`` is a batch of example ``i`` alone (tells fixed-length padding from dynamic padding).
+        ``gather``: ``batches`` hold this process's shard only; every process calls this, and the processes
+        exchange their rows (:mod:`tl_hf.core.feature_shard`) so that each ends with the whole store."""
         t0 = time.perf_counter()
         self.stores.pop(key, None)
+        store, widths, error = None, set(), None
+        try:
+            store, widths, shortest = self._pass(dataset, batches, prepare, context, what)
+            if store is not None and store.padding_dependent and len(widths) == 1 and collate_one is not None:
+                one = collate_one(shortest[1]).get("attention_mask")  # dynamic padding, or every batch alike?
+                if isinstance(one, torch.Tensor):
+                    widths.add(one.shape[1])
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every process when gathering
+            if not gather:
+                raise
+            error = exc
+        computed = 0 if store is None else int(store.filled.sum())
+        if gather:
+            from tl_hf.core.feature_shard import gather_store
+
+            store, infos = gather_store(dataset, store, error, self.fingerprint(), what, widths=sorted(widths))
+            widths = set().union(*(set(i["widths"]) for i in infos))
+        if store is None:
+            raise _err(f"the {what} dataset is empty")
+        self._finish(store, widths, what)
+        store.computed = computed
+        store.seconds = time.perf_counter() - t0
+        return self.adopt(key, store)
+
+    def adopt(self, key: str, store: FeatureStore) -> FeatureStore:
+        """Keep ``store`` (built here, or read from disk) as the cache of ``key``."""
+        self.stores[key] = store
+        logger.info("feature cache (%s): %d examples, %.1f MiB (float32, CPU), %s in %.1f s (%d computed by this "
+                    "process); stored outputs of %s%s", store.what, store.n, store.nbytes / 2**20,
+                    "read" if store.computed == 0 else "built", store.seconds, store.computed, ", ".join(store.roots),
+                    f"; skipped: {', '.join(store.placeholders)}" if store.placeholders else "")
+        return store
+
+    def _pass(self, dataset, batches: Iterable[dict], prepare: Callable, context: Callable, what: str):
+        """The eval-mode pass: the store of the examples in ``batches``, the batch widths, the shortest example."""
         model = self.model
         modes = {m: m.training for m in model.modules()}
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -261,28 +185,21 @@ class FeatureCache:
         finally:
             for m, flag in modes.items():
                 m.training = flag
-        if store is None:
-            raise _err(f"the {what} dataset is empty")
+        return store, widths, shortest
+
+    @staticmethod
+    def _finish(store: FeatureStore, widths: set[int], what: str) -> None:
+        """The checks on the whole store: one batch width when outputs depend on it, every example cached."""
         if store.padding_dependent:
-            if len(widths) == 1 and collate_one is not None:  # dynamic padding, or every batch padded alike?
-                one = collate_one(shortest[1]).get("attention_mask")
-                if isinstance(one, torch.Tensor):
-                    widths.add(one.shape[1])
             if len(widths) > 1:
                 raise _err(f"the outputs of {', '.join(store.roots)} for an example change with the padding of its "
                            f"batch (left padding with absolute positions?), and batches have different lengths; pad "
                            f"on the right or to a fixed length (padding='max_length') {_FIX}")
-            store.width = widths.pop() if widths else None
+            store.width = min(widths) if widths else None
         if not bool(store.filled.all()):
             missing = int((~store.filled).sum())
             raise _err(f"{missing} of {store.n} {what} examples were not cached (a sampler or drop_last skipped them) "
                        f"{_FIX}")
-        store.seconds = time.perf_counter() - t0
-        self.stores[key] = store
-        logger.info("feature cache (%s): %d examples, %.1f MiB (float32, CPU), built in %.1f s; stored outputs of %s"
-                    "%s", what, store.n, store.nbytes / 2**20, store.seconds, ", ".join(store.roots),
-                    f"; skipped: {', '.join(store.placeholders)}" if store.placeholders else "")
-        return store
 
     def _record(self, roots: list[str], inputs: dict, context: Callable) -> dict[str, Any]:
         outs: dict[str, Any] = {}

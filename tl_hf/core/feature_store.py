@@ -1,16 +1,24 @@
 """Where :mod:`tl_hf.core.feature_cache` keeps the recorded backbone outputs: one :class:`FeatureStore` per dataset,
 float32 on the CPU, sequence outputs trimmed to each example's ``attention_mask`` and put back at the example's
-positions in each later batch."""
+positions in each later batch.
+
+A store (or the rows of it one process computed) travels as safetensors bytes with its structure as JSON in the
+header's metadata (:func:`store_to_bytes` / :func:`store_from_bytes`): the same form goes between processes
+(:mod:`tl_hf.core.feature_shard`) and to disk (:mod:`tl_hf.core.feature_disk`). Never pickle."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["FeatureCacheError", "FeatureStore", "Spans"]
+__all__ = ["FeatureCacheError", "FeatureStore", "Spans", "store_from_bytes", "store_to_bytes"]
+
+#: the serialized form's version: a file of another version is recomputed, never misread
+STORE_FORMAT = 1
 
 #: how every cache refusal ends (feature_cache raises through _err and ends with _FIX too)
 _FIX = "or set freezing.cache_features: false"
@@ -92,6 +100,50 @@ class _Leaf:
             out[k, s:e] = seg
         return out.to(device, self.dtype, non_blocking=True)
 
+    # -- the serialized form ---------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        if self.kind == "const":
+            return {"kind": "const", "value": self.const}
+        return {"kind": self.kind, "dtype": str(self.dtype).removeprefix("torch."), "rest": list(self.rest)}
+
+    @classmethod
+    def from_meta(cls, root: str, m: Mapping[str, Any], n: int | None) -> "_Leaf":
+        leaf = cls.__new__(cls)
+        leaf.root, leaf.placeholder, leaf.kind = root, n is None, m["kind"]
+        if leaf.kind == "const":
+            leaf.const = m["value"]
+            return leaf
+        leaf.dtype, leaf.rest = getattr(torch, m["dtype"]), tuple(m["rest"])
+        leaf.store_dtype = torch.float32 if leaf.dtype.is_floating_point else leaf.dtype
+        if leaf.kind == "seq":
+            leaf.items = None if leaf.placeholder else [None] * n
+        else:
+            leaf.data = None if leaf.placeholder else torch.empty((n, *leaf.rest), dtype=leaf.store_dtype)
+        return leaf
+
+    def export(self, rows: torch.Tensor, name: str, out: dict[str, torch.Tensor]) -> None:
+        if self.kind == "const" or self.placeholder:
+            return
+        if self.kind == "dense":
+            out[name] = self.data.index_select(0, rows)
+            return
+        segs = [self.items[i] for i in rows.tolist()]
+        out[name + "/len"] = torch.tensor([t.shape[0] for t in segs], dtype=torch.long)
+        out[name] = torch.cat(segs) if segs else torch.empty((0, *self.rest), dtype=self.store_dtype)
+
+    def load(self, rows: torch.Tensor, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        if self.kind == "const" or self.placeholder:
+            return
+        x = tensors[name]
+        if x.dtype != self.store_dtype or tuple(x.shape[1:]) != self.rest:
+            raise ValueError(f"tensor {name!r} has shape {tuple(x.shape)} / {x.dtype}, expected (*, {self.rest}) / "
+                             f"{self.store_dtype}")
+        if self.kind == "dense":
+            self.data[rows] = x
+            return
+        for i, seg in zip(rows.tolist(), torch.split(x, tensors[name + "/len"].tolist())):
+            self.items[i] = seg.clone()
+
     @property
     def nbytes(self) -> int:
         if self.kind == "const" or self.placeholder:
@@ -132,6 +184,7 @@ class FeatureStore:
         self.leaves: dict[str, list[_Leaf]] = {}
         self.filled = torch.zeros(self.n, dtype=torch.bool)
         self.seconds = 0.0
+        self.computed = 0  # how many of the rows this process computed (the others were gathered or read)
         self.padding_dependent = False  # outputs depend on the batch's padded length: all batches must match width
         self.width: int | None = None
 
@@ -162,3 +215,68 @@ class FeatureStore:
     @property
     def nbytes(self) -> int:
         return sum(leaf.nbytes for leaves in self.leaves.values() for leaf in leaves)
+
+    # -- the serialized form ---------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """The structure (JSON): everything but the tensors."""
+        return {"format": STORE_FORMAT, "n": self.n, "what": self.what, "roots": self.roots,
+                "placeholders": self.placeholders, "padding_dependent": self.padding_dependent, "width": self.width,
+                "specs": {r: pytree.treespec_dumps(s) for r, s in self.specs.items()},
+                "leaves": {r: [leaf.meta() for leaf in ls] for r, ls in self.leaves.items()}}
+
+    def export(self, rows: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of the examples ``rows`` (default: every filled one), ``rows`` under the key ``rows``."""
+        idx = self.filled.nonzero().flatten() if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        out = {"rows": idx}
+        for root, leaves in self.leaves.items():
+            for j, leaf in enumerate(leaves):
+                leaf.export(idx, f"{root}/{j}", out)
+        return out
+
+    @classmethod
+    def from_meta(cls, dataset, meta: Mapping[str, Any], fingerprint: tuple) -> "FeatureStore":
+        """An empty store of the structure ``meta`` (from :meth:`meta`) for ``dataset``; fill it with :meth:`load`."""
+        if meta.get("format") != STORE_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, this version reads {STORE_FORMAT}")
+        if meta["n"] != len(dataset):
+            raise ValueError(f"{meta['n']} examples, the dataset has {len(dataset)}")
+        store = cls(dataset, meta["roots"], fingerprint, meta["what"], meta["placeholders"])
+        store.padding_dependent, store.width = bool(meta["padding_dependent"]), meta["width"]
+        for root in store.roots + store.placeholders:
+            store.specs[root] = pytree.treespec_loads(meta["specs"][root])
+            n = None if root in store.placeholders else store.n
+            store.leaves[root] = [_Leaf.from_meta(root, m, n) for m in meta["leaves"][root]]
+        return store
+
+    def load(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Fill the rows that ``tensors`` (from :meth:`export`) hold."""
+        rows = tensors["rows"].long()
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.n):
+            raise ValueError(f"row indices outside 0..{self.n - 1}")
+        for root, leaves in self.leaves.items():
+            for j, leaf in enumerate(leaves):
+                leaf.load(rows, f"{root}/{j}", tensors)
+        self.filled[rows] = True
+
+
+def store_to_bytes(store: "FeatureStore | None", rows: list[int] | None = None, **extra: Any) -> bytes:
+    """``store``'s rows as safetensors bytes, its structure (and ``extra``) as JSON in the header's metadata;
+    ``store=None`` sends only ``extra`` (a process with nothing to send, or its error)."""
+    from safetensors.torch import save
+
+    tensors = {} if store is None else store.export(rows)
+    meta = {**({} if store is None else store.meta()), **extra}
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"tl_hf_feature_store": json.dumps(meta)})
+
+
+def store_from_bytes(blob: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON structure and the tensors of :func:`store_to_bytes`' bytes; ``ValueError`` when they are not that."""
+    from safetensors.torch import load
+
+    try:
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8:8 + size])
+        meta = json.loads(header["__metadata__"]["tl_hf_feature_store"])
+        return meta, load(blob)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign bytes fail in json, safetensors or a KeyError
+        raise ValueError(f"not a feature store ({type(exc).__name__}: {exc})") from None
