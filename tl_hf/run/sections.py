@@ -274,6 +274,8 @@ class RunConfig:
             return TrainingArguments(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"training: {one_line(exc)}") from None
+        except ImportError as exc:  # a setting that needs a package not installed (training.deepspeed: deepspeed)
+            raise ConfigError(f"training: {one_line(exc)}; install it or drop the setting that needs it") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES if k != "data"}

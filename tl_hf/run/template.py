@@ -41,6 +41,10 @@ def build_training_args(cfg: RunConfig):
                         greater_is_better=es.greater_is_better)
         training.setdefault("save_total_limit", 2)
     cfg = RunConfig(**{**cfg.__dict__, "training": training})
+    from tl_hf.core.distributed_checks import check_deepspeed  # before TrainingArguments builds a DeepSpeed plugin
+
+    check_deepspeed(cfg.training, regularizers=cfg.regularizers, freezing=cfg.freezing, llrd=cfg.llrd,
+                    averaging=cfg.averaging, strategy_auto=cfg.strategy.mode == "auto")
     args = cfg.training_arguments()
     if args.dataloader_pin_memory and not has_accelerator():
         args.dataloader_pin_memory = False  # avoids torch's "no accelerator is found" warning on CPU machines

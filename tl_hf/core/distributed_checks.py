@@ -1,0 +1,80 @@
+"""What tl_hf refuses under DeepSpeed, before training: the one rule, called by ``TransferTrainer.__init__`` (before
+the Trainer builds its Accelerator) and by the run layer (before ``TrainingArguments`` is built).
+
+DeepSpeed is not installed on tl_hf's test machines and has no CPU path there, so nothing tl_hf adds to the Trainer
+is proven under it. Its ZeRO stages own the gradients, the optimizer and (stage 3) the weights, which is exactly
+where tl_hf's features work:
+
+- regularizers (EWC, online EWC, L2-SP, replay, DER) add penalty gradients to ``p.grad`` after backward and run their
+  own backward passes for the Fisher; ZeRO-2 reduces and partitions gradients into its own buckets during backward;
+- freezing policies (every one but ``full``) keep all parameters in the optimizer and toggle ``requires_grad``;
+  ZeRO builds its flat, partitioned fp32 state from ``requires_grad`` once, at initialization;
+- LLRD (per-depth parameter groups) is replaced by the DeepSpeed config's own optimizer when it has one;
+- weight averaging (SWA / EMA) reads and swaps the full weights, which ZeRO-3 partitions.
+
+A run with any of them under DeepSpeed is refused with one line naming them and the fix (DDP or FSDP2), never run
+with the feature silently half-applied. A run with none of them is the plain Trainer under DeepSpeed (logged)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+from tl_hf._errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["deepspeed_requested", "deepspeed_unsupported", "check_deepspeed"]
+
+FIX = ("use DDP (recipes/configs/accelerate/ddp.yaml, multi_node.yaml) or FSDP2 (recipes/configs/accelerate/"
+       "fsdp2.yaml), or drop them")
+
+
+def deepspeed_requested(args: Any = None, environ: dict[str, str] | None = None) -> bool:
+    """True when the run will use DeepSpeed: ``TrainingArguments.deepspeed`` (a config file or dict), a DeepSpeed
+    plugin already built on ``args``, or ``accelerate launch`` with a DeepSpeed config (``ACCELERATE_USE_DEEPSPEED``).
+    ``args`` may also be the run config's ``training`` mapping."""
+    env = os.environ if environ is None else environ
+    if isinstance(args, dict):
+        value = args.get("deepspeed")
+    else:
+        value = getattr(args, "deepspeed", None) or getattr(args, "deepspeed_plugin", None)
+    return bool(value) or env.get("ACCELERATE_USE_DEEPSPEED", "false").strip().lower() in ("1", "true", "yes", "on")
+
+
+def deepspeed_unsupported(*, regularizers: Sequence[Any] = (), freezing: Any = None, llrd: Any = None,
+                          averaging: Any = None, strategy_auto: bool = False) -> list[str]:
+    """The tl_hf features in use that DeepSpeed does not support, each named with why (empty: none in use).
+    ``regularizers``: built regularizers or their specs (``{"name": ...}``); the rest: tl_hf's config objects."""
+    out = []
+    if regularizers:
+        names = ", ".join(str(r.get("name") if isinstance(r, dict) else getattr(r, "name", type(r).__name__))
+                          for r in regularizers)
+        out.append(f"regularizers ({names}: penalty gradients added to p.grad and Fisher backward passes, which "
+                   "ZeRO's partitioned gradient buckets do not see)")
+    policy = getattr(freezing, "policy", "full")
+    if policy != "full":
+        out.append(f"freezing policy {policy!r} (it toggles requires_grad, which ZeRO reads once, at "
+                   "initialization)")
+    if strategy_auto:
+        out.append("strategy: auto (it chooses LLRD and a freezing policy)")
+    decay, head_lr = getattr(llrd, "decay", 1.0), getattr(llrd, "head_lr", None)
+    if decay != 1.0 or head_lr is not None:
+        out.append(f"llrd (decay {decay}, head_lr {head_lr}: per-depth parameter groups, which a DeepSpeed "
+                   "optimizer replaces)")
+    if getattr(averaging, "enabled", False):
+        out.append("averaging (it swaps the full weights, which ZeRO-3 partitions)")
+    return out
+
+
+def check_deepspeed(args: Any = None, *, environ: dict[str, str] | None = None, **features: Any) -> None:
+    """Refuse DeepSpeed with any of tl_hf's features (:func:`deepspeed_unsupported`), before training, with a
+    one-line :class:`~tl_hf._errors.ConfigError`; no-op when DeepSpeed is not requested."""
+    if not deepspeed_requested(args, environ):
+        return
+    bad = deepspeed_unsupported(**features)
+    if bad:
+        raise ConfigError(f"DeepSpeed is not supported with tl_hf's {'; '.join(bad)}: {FIX}")
+    logger.warning("DeepSpeed: no tl_hf feature is active (no regularizers, freezing policy full, no LLRD), so this "
+                   "is the plain Trainer under DeepSpeed; tl_hf's tests do not cover DeepSpeed")
