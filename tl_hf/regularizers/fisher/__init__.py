@@ -14,7 +14,11 @@ Kunstner et al. 2019 on empirical vs true Fisher, https://arxiv.org/abs/1905.125
   sum over examples of the squared per-example gradients directly from the layer's input and output gradient (the
   idea of BackPACK's ``BatchGrad``/``SumGradSquared``, Dangel et al. 2020, https://arxiv.org/abs/1912.10985):
   ``nn.Linear`` (per-example ``Σ_t g_t a_tᵀ``), ``nn.Embedding`` (per-example segment sums of ``g`` over the
-  positions holding each id; ``padding_idx`` gets nothing) and ``nn.LayerNorm`` (``Σ_t g_t·x̂_t`` and ``Σ_t g_t``).
+  positions holding each id; ``padding_idx`` gets nothing), ``nn.LayerNorm`` (``Σ_t g_t·x̂_t`` and ``Σ_t g_t``),
+  ``nn.Conv2d`` (``Σ_l g_l u_lᵀ`` per group over the unfolded input ``u``: any stride, padding, padding mode,
+  dilation, groups) and eval-mode ``nn.BatchNorm*d`` (running statistics). A parameter held directly by any other
+  module (a ViT's ``cls_token`` / ``position_embeddings``, DINOv2's LayerScale) gets a per-example vjp of that module's
+  forward alone (``vmap`` over ``vjp`` on its recorded inputs; the recomputed outputs must equal the batch's).
   The backward differentiates only with respect to the hooked layers' outputs, so the (batch) weight gradients are
   never formed. ``exact`` takes one backward per class, ``sampled`` one backward with the sampled labels.
 * ``"vmap"``: ``torch.func`` (``vmap`` over ``grad``) for chunks of ``chunk_size`` examples, not a Python loop of
@@ -22,9 +26,10 @@ Kunstner et al. 2019 on empirical vs true Fisher, https://arxiv.org/abs/1905.125
   (it materialises every parameter's per-example gradient).
 
 ``"auto"`` (default) uses the hooks where they provably apply and the vmap path otherwise: every requested
-parameter must belong to exactly one module of a supported type (no tied weights, no per-instance ``forward``),
+parameter must belong to exactly one module (no tied weights; a parameter of the model itself is not covered),
 each such module must run at most once per forward on inputs whose first dimension is the batch, and the autograd
 graph must show no other use of the parameter (a parameter used outside its module, e.g. through ``F.linear``).
+A module outside the closed-form types must output one batch-first tensor and treat the examples independently.
 Inputs shared by the batch (BERT's ``position_ids`` of shape ``[1, T]``) are broadcast to the batch inside the hook;
 a forward of two examples with and without the hooks checks once per call that this changes no output. When a
 check fails the rest of the call falls back to vmap (a debug log line says why).

@@ -1,5 +1,7 @@
 """Per-example Fisher from one batched backward with module hooks (``nn.Linear``, ``nn.Embedding``,
-``nn.LayerNorm``; BackPACK-style sums of squared per-example gradients); see the package docstring for when it applies."""
+``nn.LayerNorm``, ``nn.Conv2d``, eval-mode ``nn.BatchNorm*d``: BackPACK-style sums of squared per-example gradients;
+parameters held directly by any other module: a per-example vjp of that module alone, :mod:`.module_vjp`); see the
+package docstring for when it applies."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from tl_hf.regularizers.fisher.common import is_multilabel, log_probs, logits_of, nll_sum, sample_labels
+from tl_hf.regularizers.fisher.layer_sums import batchnorm_sq, conv2d_sq
+from tl_hf.regularizers.fisher.module_vjp import ModuleCall, module_grads, same_output
 
 __all__ = ["HookFisher", "Unsupported"]
 
@@ -59,16 +63,33 @@ class Unsupported(Exception):
 class _Record:
     """What a hooked module saw in this forward."""
 
-    __slots__ = ("calls", "edge", "out", "out_version", "problem", "x", "x_version")
+    __slots__ = ("call", "calls", "edge", "out", "out_version", "problem", "x", "x_version")
 
     def __init__(self):
         self.calls = 0
-        self.x = self.out = self.edge = self.problem = None
+        self.x = self.out = self.edge = self.problem = self.call = None
         self.x_version = self.out_version = 0
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
+
+
+def _typed(mod: torch.nn.Module, pname: str) -> bool:
+    """Whether a parameter has a closed-form rule here (its module's class forward, a weight or bias); the rest go
+    through :mod:`.module_vjp`."""
+    if type(mod) not in HookFisher.SUPPORTED or "forward" in vars(mod) or pname not in ("weight", "bias"):
+        return False
+    if isinstance(mod, torch.nn.Embedding):
+        return mod.max_norm is None and not mod.scale_grad_by_freq
+    return True
+
+
+def _min_ndim(mod: torch.nn.Module) -> int:
+    """The fewest input dims with a batch dim in front (Linear [b, *, in], Conv2d [b, C, H, W], ...)."""
+    if isinstance(mod, torch.nn.LayerNorm):
+        return len(mod.normalized_shape) + 1
+    return {torch.nn.Conv2d: 4, torch.nn.BatchNorm3d: 5}.get(type(mod), 2)
 
 
 class HookFisher:
@@ -78,7 +99,8 @@ class HookFisher:
     Every check that could reject a batch runs before anything is added, so a rejected batch can be redone by the
     torch.func path. Hooks are removed by :meth:`close`."""
 
-    SUPPORTED = (torch.nn.Linear, torch.nn.Embedding, torch.nn.LayerNorm)
+    SUPPORTED = (torch.nn.Linear, torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.Conv2d, torch.nn.BatchNorm1d,
+                 torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
     def __init__(self, model, named, fisher):
         self.model = model
@@ -89,6 +111,7 @@ class HookFisher:
                 if p is not None:
                     owners.setdefault(id(p), []).append((mod, pname))
         self.plan: dict[torch.nn.Module, dict[str, str]] = {}  # module -> {"weight"/"bias": fisher name}
+        self.generic: dict[torch.nn.Module, dict[str, str]] = {}  # module -> {attribute: fisher name}
         self.param_of: dict[int, tuple] = {}  # id(param) -> (module, fisher name)
         for n in fisher:
             p = named[n]
@@ -96,15 +119,9 @@ class HookFisher:
             if len(own) != 1:
                 raise Unsupported(f"parameter {n} is registered in {len(own)} modules (tied or not in a module)")
             mod, pname = own[0]
-            if type(mod) not in self.SUPPORTED:
-                raise Unsupported(f"parameter {n} belongs to an unsupported {type(mod).__name__}")
-            if "forward" in vars(mod):
-                raise Unsupported(f"parameter {n} belongs to a module with a replaced forward")
-            if isinstance(mod, torch.nn.Embedding) and (mod.max_norm is not None or mod.scale_grad_by_freq):
-                raise Unsupported(f"embedding {n} uses max_norm/scale_grad_by_freq")
-            if pname not in ("weight", "bias"):
-                raise Unsupported(f"parameter {n} is not a weight or bias")
-            self.plan.setdefault(mod, {})[pname] = n
+            if mod is model:
+                raise Unsupported(f"parameter {n} belongs to the model itself, not to a layer")
+            (self.plan if _typed(mod, pname) else self.generic).setdefault(mod, {})[pname] = n
             self.param_of[id(p)] = (mod, n)
         self.rec: dict[torch.nn.Module, _Record] = {}
         self.bsz = 0
@@ -112,7 +129,8 @@ class HookFisher:
         self.expanded = self.ambiguous = False
         self.probed = False
         self.ws = _Workspace()
-        self.handles = [m.register_forward_hook(self._hook, prepend=True, with_kwargs=True) for m in self.plan]
+        self.handles = [m.register_forward_hook(self._hook, prepend=True, with_kwargs=True)
+                        for m in [*self.plan, *self.generic]]
 
     def close(self):
         for h in self.handles:
@@ -130,8 +148,10 @@ class HookFisher:
             return None
         r = self.rec[module] = _Record()
         r.calls = 1
-        x = args[0] if args else kwargs.get("input")
         b = self.bsz
+        if module in self.generic:
+            return self._hook_generic(module, r, args, kwargs, output)
+        x = args[0] if args else kwargs.get("input")
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             r.problem = f"{type(module).__name__} called without a tensor input/output"
             return None
@@ -145,8 +165,11 @@ class HookFisher:
                 output = new_out = output.expand(b, *output.shape[1:])
                 self.expanded = ok = True
         else:
-            min_nd = 2 if isinstance(module, torch.nn.Linear) else len(module.normalized_shape) + 1
-            ok = x.ndim >= min_nd and x.shape[0] == b
+            ok = x.ndim >= _min_ndim(module) and x.shape[0] == b
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (module.training
+                                                                               or module.running_mean is None):
+                r.problem = f"{type(module).__name__} normalises with batch statistics (mixes the examples)"
+                return None
         if not ok:
             r.problem = f"{type(module).__name__} input of shape {tuple(x.shape)} is not batch-first for batch {b}"
             return None
@@ -157,6 +180,20 @@ class HookFisher:
         if output.requires_grad:
             r.edge = torch.autograd.graph.get_gradient_edge(output)
         return new_out
+
+    def _hook_generic(self, module, r, args, kwargs, output):
+        b = self.bsz
+        if not isinstance(output, torch.Tensor) or output.ndim == 0 or output.shape[0] != b:
+            r.problem = f"{type(module).__name__} output is not a batch-first tensor"
+            return None
+        r.call = ModuleCall(args, kwargs, b)
+        r.problem = r.call.problem(b)
+        if b > 1 and any(b in t.shape[1:] for t in (output, *r.call.tensors)):
+            self.ambiguous = True
+        r.out, r.out_version = output, output._version
+        if output.requires_grad:
+            r.edge = torch.autograd.graph.get_gradient_edge(output)
+        return None
 
     def _forward(self, inputs, bsz, amp, multilabel=False):
         self.rec, self.bsz, self.active = {}, bsz, True
@@ -205,19 +242,45 @@ class HookFisher:
                     k += 1
             uses[id(var)] = k
         for pid, (mod, n) in self.param_of.items():
+            if mod in self.generic:
+                continue
             k = uses.get(pid, 0)
             r = self.rec.get(mod)
             reached = r is not None and r.edge is not None and r.edge.node in visited
             if k > 1 or (k == 1) != reached:
                 raise Unsupported(f"parameter {n} is used {k} time(s) in the graph, its module's output "
                                    f"{'is' if reached else 'is not'} (shared or used outside its module)")
+        self._check_generic_graph(root)
+
+    def _check_generic_graph(self, root):
+        """The parameters of the other modules are reached only through their module's output (any number of uses
+        inside it): a walk from the loss that stops at those outputs meets none of them."""
+        stops = {r.edge.node for m, r in self.rec.items() if m in self.generic and r.edge is not None}
+        if not any(mod in self.generic for mod, _ in self.param_of.values()):
+            return
+        seen, stack = {root}, [root]
+        while stack:
+            node = stack.pop()
+            var = getattr(node, "variable", None)
+            hit = self.param_of.get(id(var)) if var is not None else None
+            if hit is not None and hit[0] in self.generic:
+                raise Unsupported(f"parameter {hit[1]} is used outside its {type(hit[0]).__name__}")
+            if node in stops:
+                continue
+            for nxt, _ in node.next_functions:
+                if nxt is not None and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
 
     def _check_versions(self):
         for mod, r in self.rec.items():
-            if r.x is not None and (r.x._version != r.x_version or r.out._version != r.out_version):
-                raise Unsupported(f"the input or output of {type(mod).__name__} {self.plan[mod]} is modified "
-                                   f"in place")
-            r.out = None
+            changed = r.x is not None and r.x._version != r.x_version
+            changed |= r.call is not None and r.call.modified()
+            if r.out is not None and (changed or r.out._version != r.out_version):
+                names = self.plan.get(mod) or self.generic[mod]
+                raise Unsupported(f"the input or output of {type(mod).__name__} {names} is modified in place")
+            if mod not in self.generic:
+                r.out = None  # the other modules' outputs are compared with their per-example recomputation
 
     def _probe(self, inputs, logp, amp, multilabel=False):
         """Once per call, where this batch could hide a mistake: the first two examples on their own, without the
@@ -266,12 +329,31 @@ class HookFisher:
         edges = [r.edge for _, r in recs]
         for i, loss in enumerate(losses):
             grads = torch.autograd.grad(loss, edges, retain_graph=i < len(losses) - 1, allow_unused=True)
+            # the other modules first: their check (on the first loss) can still reject the batch
+            self._add_generic([(m, r, g) for (m, r), g in zip(recs, grads) if m in self.generic and g is not None],
+                              amp, check=i == 0)
             with torch.autocast(device_type=logp.device.type, enabled=False), torch.no_grad():
                 for (mod, r), g in zip(recs, grads):
-                    if g is not None:
+                    if g is not None and mod not in self.generic:
                         self._add(mod, r.x, g)
             del grads
         self.rec = {}
+
+    def _add_generic(self, items, amp, check):
+        """Per-example vjps of the other modules (:mod:`.module_vjp`); every check passes before anything is added."""
+        done = []
+        for mod, r, g in items:
+            try:
+                ys, grads = module_grads(mod, self.generic[mod], r.call, g, amp)
+            except (RuntimeError, NotImplementedError) as exc:
+                raise Unsupported(f"{type(mod).__name__} cannot be vmapped ({str(exc).splitlines()[0][:120]})") from None
+            if check and not same_output(ys, r.out, amp):
+                raise Unsupported(f"{type(mod).__name__} on one example at a time does not give its batch output "
+                                  "(it mixes the examples)")
+            done.append((mod, grads))
+        for mod, grads in done:
+            for a, n in self.generic[mod].items():
+                self.fisher[n].add_(grads[a].to(torch.float32).square().sum(0))
 
     def _add(self, mod, x, g):
         names = self.plan[mod]
@@ -300,6 +382,10 @@ class HookFisher:
             uniq, inv = torch.unique(keys, return_inverse=True)
             sums = torch.zeros(uniq.shape[0], d, dtype=g.dtype, device=g.device).index_add_(0, inv, g)
             fw.index_add_(0, uniq % mod.num_embeddings, sums.square_().to(fw.dtype))
+        elif isinstance(mod, torch.nn.Conv2d):
+            conv2d_sq(mod, x, g.to(_compute_dtype(g)), fw, fb, _CHUNK_ELEMS)
+        elif isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            batchnorm_sq(mod, x, g.to(_compute_dtype(g)), fw, fb)
         else:  # LayerNorm
             ns = tuple(mod.normalized_shape)
             g = g.reshape(b, -1, *ns).to(_compute_dtype(g))
