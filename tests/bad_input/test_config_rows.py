@@ -250,6 +250,9 @@ CONFIG_ROWS = [
         _fresh(_append("freezing: {policy: gradual, cache_features: true, schedule: {unit: step, phases: "
                        "[{start: 0, depths: 1}, {start: 2, depths: 3}]}}\n")), [],
         ["cache_features with policy gradual needs a first phase that trains only the head"]),
+    row("feature-cache-dir-without-cache-features", None,
+        ["freezing.policy=feature_extraction", "freezing.feature_cache_dir=fc"],
+        ["freezing.feature_cache_dir", "cache_features is false"]),
     # -- DeepSpeed (issue 14): tl_hf's features are refused under it before training; without deepspeed installed
     row("deepspeed-with-llrd-and-ewc", _regs("[{name: ewc, lambda: 1.0}]"), ["training.deepspeed=ds.json"],
         all_of("DeepSpeed is not supported with tl_hf's regularizers", "ewc", r"llrd \(decay 0\.8", "use DDP",

@@ -29,6 +29,7 @@ at each phase change and after a resume, which re-applies the checkpoint's phase
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -156,6 +157,9 @@ class FreezingConfig:
     cache_features: bool = field(default=False, metadata={
         "help": "feature_extraction: compute the frozen backbone's outputs once (eval mode, dropout off) and train "
                 "the head on them; needs deterministic data and no regularizers (see tl_hf.core.feature_cache)."})
+    feature_cache_dir: str | None = field(default=None, metadata={
+        "help": "cache_features: a folder where the cached outputs are saved (safetensors + JSON) and reused by a "
+                "later run with the same frozen weights, data and preprocessing (see tl_hf.core.feature_disk)."})
     feature_layer: int | None = field(default=None, metadata={
         "help": "ViT family: the head reads the output of this block (1..L; default the last); the blocks above are "
                 "removed (see tl_hf.core.feature_layer)."})
@@ -197,10 +201,24 @@ class FreezingConfig:
                              f"frozen) or 'gradual' with a head-only first phase (LP-FT: the cache serves the linear "
                              f"probe), got policy {self.policy!r}; set policy: feature_extraction or "
                              "cache_features: false")
+        self._check_feature_cache_dir()
         if isinstance(self.schedule, dict):
             self.schedule = GradualSchedule(**self.schedule)
         if self.policy == "gradual" and self.schedule is None:
             self.schedule = GradualSchedule()
+
+    def _check_feature_cache_dir(self) -> None:
+        d = self.feature_cache_dir
+        if d is None:
+            return
+        if not isinstance(d, str) or not d.strip():
+            raise ValueError(f"freezing.feature_cache_dir must be a folder path (or null: no saved cache), got {d!r}")
+        if not self.cache_features:
+            raise ValueError(f"freezing.feature_cache_dir ({d!r}) saves the cached features, but cache_features is "
+                             "false; set freezing.cache_features: true or remove feature_cache_dir")
+        if os.path.isfile(d):
+            raise ValueError(f"freezing.feature_cache_dir {d!r} is a file, not a folder; name a folder (it is "
+                             "created when missing)")
 
     @property
     def is_dynamic(self) -> bool:

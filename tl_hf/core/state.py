@@ -10,8 +10,8 @@ from typing import Any, Iterator, Mapping
 
 from tl_hf._errors import one_line
 
-__all__ = ["STATE_FILE", "atomic_write_json", "read_json", "CorruptStateError", "file_problem", "validate_checkpoint",
-           "shape_problem", "refuse_untrusted_pickles", "fingerprint_differences", "short_value"]
+__all__ = ["STATE_FILE", "atomic_write_bytes", "atomic_write_json", "read_json", "CorruptStateError", "file_problem",
+           "validate_checkpoint", "shape_problem", "refuse_untrusted_pickles", "fingerprint_differences", "short_value"]
 
 #: TransferTrainer's own checkpoint state (JSON, never pickle), written next to trainer_state.json in every checkpoint
 STATE_FILE = "tl_hf_state.json"
@@ -24,12 +24,17 @@ class CorruptStateError(ValueError):
 def atomic_write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder and an atomic rename, so a crash
     mid-write leaves either the old file or the new one, never half of one."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, like :func:`atomic_write_json`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp_", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="_tmp_", suffix=os.path.splitext(path)[1], dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
