@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 #: name -> the flag that selects its small (CI smoke) settings
 BENCHMARKS = {
     "step_time": "--small", "penalty_overhead": "--quick", "fisher_cost": "--small", "memory": "--small",
-    "cached_features": "--small", "time_to_accuracy": "--small", "split_mnist": "--small",
+    "cached_features": "--small", "cached_features_ddp": "--small", "time_to_accuracy": "--small",
+    "split_mnist": "--small",
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
     "fisher_cost_vision": "--small",
 }
