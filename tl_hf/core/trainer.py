@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from dataclasses import asdict
 from typing import Any, Mapping
 
 import torch
@@ -13,16 +11,17 @@ from transformers import Trainer
 
 from tl_hf._errors import did_you_mean, hub_token_refused
 from tl_hf.core.averaging import AveragingConfig, WeightAverager, WeightAveragingCallback
-from tl_hf.core.callbacks import FeatureCacheBuilder, GradualUnfreezingCallback, GroupLRRecorder, RegularizerBinder
-from tl_hf.core.feature_cache import INDEX_KEY as _INDEX_KEY
+from tl_hf.core.callbacks import GradualUnfreezingCallback, GroupLRRecorder, LossCheck, RegularizerBinder
+from tl_hf.core.distributed_checks import check_deepspeed
+from tl_hf.core.feature_cache_trainer import FeatureCacheMixin
 from tl_hf.core.feature_layer import prepare_feature_layer
 from tl_hf.core.freezing import FreezingConfig, FreezingController
 from tl_hf.core.layers import LayerMap, get_layer_map
-from tl_hf.core.lp_ft import check_cached_probe
+from tl_hf.core.node_save import SaveOnEachNodeMixin
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
 from tl_hf.core.progress import progress_bars
 from tl_hf.core.reinit import ReinitConfig, reinit_top_blocks
-from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, refuse_untrusted_pickles, validate_checkpoint
+from tl_hf.core.trainer_state import CheckpointStateMixin, NonFiniteLossError, NonFiniteModelError
 from tl_hf.regularizers import Regularizer, StepContext, build_regularizer
 
 logger = logging.getLogger(__name__)
@@ -30,15 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TransferTrainer", "NonFiniteLossError", "NonFiniteModelError"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; training stops before anything is saved over a good checkpoint."""
-
-
-class NonFiniteModelError(RuntimeError):
-    """A weight or the last eval loss is NaN or infinite at a save: nothing is saved (a good model stays)."""
-
-
-class TransferTrainer(Trainer):
+class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMixin, Trainer):
     """A ``transformers.Trainer`` for transfer learning.
 
     Args:
@@ -101,6 +92,9 @@ class TransferTrainer(Trainer):
         self.config_fingerprint: dict[str, Any] | None = None
         if getattr(args, "hub_token", None):
             raise ValueError(hub_token_refused("TrainingArguments.hub_token"))
+        # before the Trainer builds its Accelerator (and DeepSpeed engine): what tl_hf cannot do under DeepSpeed
+        check_deepspeed(args, regularizers=self.regularizers, freezing=self.freezing, llrd=self.llrd,
+                        averaging=self.averaging)
         #: defaults for :meth:`create_model_card` (``dataset``, ``dataset_name``, ``base_model``, ``results``, ...),
         #: used by every path that writes the card (``push_to_hub()``, ``push_to_hub=True``)
         self.card_info: dict[str, Any] = {}
@@ -122,6 +116,7 @@ class TransferTrainer(Trainer):
         """The lr recorder, regularizer binding, gradual unfreezing and the feature cache, each when it applies."""
         self._lr_recorder = GroupLRRecorder()
         self.add_callback(self._lr_recorder)
+        self.add_callback(LossCheck(self.check_loss, self.reset_loss_check))
         if self.regularizers:
             self.add_callback(RegularizerBinder(self))
         if self.averager is not None:
@@ -129,19 +124,7 @@ class TransferTrainer(Trainer):
         if self.freezing.is_dynamic:
             self._check_ddp_args_for_unfreezing()
             self.add_callback(GradualUnfreezingCallback(self.freezer))
-        self.feature_cache = None
-        self._feature_train_store = self._feature_eval_store = None
-        if self.freezing.cache_features:
-            from tl_hf.core.feature_cache import FeatureCache, IndexedDataset
-
-            if self.freezing.is_dynamic:  # LP-FT: the cache serves the head-only first phase, then is dropped
-                check_cached_probe(self.freezer, self.layer_map)
-            else:
-                self._check_feature_cache()
-            if self.train_dataset is not None:
-                IndexedDataset(self.train_dataset)  # refuses an iterable training set now, not at train()
-            self.feature_cache = FeatureCache(model)
-            self.add_callback(FeatureCacheBuilder(self._build_train_features))
+        self._setup_feature_cache(model)  # after gradual unfreezing: its release follows each phase change
 
     def _log_setup(self, model) -> None:
         if self.layer_map.note and self.layer_map.source == "builtin":  # get_layer_map logged the others
@@ -206,13 +189,7 @@ class TransferTrainer(Trainer):
     # -- regularizers in the step ----------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.stop_on_non_finite and not torch.isfinite(loss):
-            model.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at step {self.state.global_step + 1} (epoch "
-                f"{self.state.epoch or 0:.2f}); nothing was saved after it. Likely causes: a learning rate too high "
-                f"for this model (now {self.args.learning_rate:g}), fp16 overflow (try bf16 or a smaller lr), or "
-                "labels outside the model's num_labels. Resume from the last checkpoint after fixing it.")
+        self._note_loss(loss)  # on the device, no host sync; read at logging / save steps (CheckpointStateMixin)
         self._micro_index += 1
         if self.accelerator.sync_gradients:  # last micro-batch of the accumulation window: once per optimizer step
             self._micro_index = 0
@@ -231,14 +208,6 @@ class TransferTrainer(Trainer):
             r.add_penalty_grad(named, scale)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.feature_cache is not None and _INDEX_KEY in inputs:  # a training batch: replay the cached backbone
-            inputs = dict(inputs)
-            idx = inputs.pop(_INDEX_KEY)
-            if not self._cache_live():  # LP-FT after its probe phase: the full forward
-                return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            store = self._feature_train_store or self._feature_store("train", self.train_dataset)
-            with self.feature_cache.replay(store, idx, inputs):
-                return self.compute_loss(model, inputs, return_outputs, num_items_in_batch)
         extra = model.training and bool(self.regularizers)
         result = super().compute_loss(model, inputs, return_outputs=return_outputs or extra,
                                       num_items_in_batch=num_items_in_batch)
@@ -254,11 +223,7 @@ class TransferTrainer(Trainer):
                     loss = loss + extra
         return (loss, outputs) if return_outputs else loss
 
-    def get_train_dataloader(self):
-        if self.feature_cache is not None:
-            with self._indexed(self.train_dataset) as ds:
-                self.train_dataset = ds
-                return super().get_train_dataloader()
+    def get_train_dataloader(self):  # the feature cache's index wrapping: FeatureCacheMixin
         mixers = [r for r in self.regularizers if r.active and hasattr(r, "wrap_train_dataset")]
         if not mixers:
             return super().get_train_dataloader()
@@ -278,101 +243,6 @@ class TransferTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.train_dataset = original
-
-    # -- cached backbone outputs (freezing.cache_features) --------------------------------------------------------
-    def _check_feature_cache(self) -> None:
-        from tl_hf.core.feature_cache import check_trainer_setup
-
-        check_trainer_setup(self.model, self.freezer.depths, self.layer_map.head_depth, regularizers=self.regularizers,
-                            args=self.args, freeze_norm_stats=self.freezing.freeze_norm_stats)
-
-    def _cache_live(self) -> bool:
-        """Whether cached outputs serve this step (LP-FT: only in its head-only phase; then they are dropped)."""
-        if self.feature_cache is not None and self.freezing.is_dynamic and (self.freezer.phase or 0) > 0:
-            if self.feature_cache.stores:
-                self.feature_cache.stores.clear()  # the backbone trains now: free the cached outputs
-                self._feature_train_store = self._feature_eval_store = None
-            return False
-        return self.feature_cache is not None
-
-    def _build_train_features(self) -> None:
-        if not self._cache_live():  # resumed after LP-FT's linear-probe phase: nothing to cache
-            return
-        self._check_feature_cache()
-        self._feature_train_store = self._feature_store("train", self.train_dataset)
-
-    @contextlib.contextmanager
-    def _indexed(self, dataset, what: str = "training"):
-        """Within the block, ``dataset`` wrapped to carry example indices and a collator that keeps them; the
-        trainer's own ``train_dataset`` / ``data_collator`` are restored afterwards."""
-        from tl_hf.core.feature_cache import IndexCollator, IndexedDataset
-
-        wrapped = IndexedDataset(dataset, what)
-        self._set_signature_columns_if_needed()
-        if _INDEX_KEY not in self._signature_columns:
-            self._signature_columns.append(_INDEX_KEY)  # so remove_unused_columns keeps it
-        saved = self.train_dataset, self.data_collator
-        self.data_collator = IndexCollator(self.data_collator)
-        try:
-            yield wrapped
-        finally:
-            self.train_dataset, self.data_collator = saved
-
-    def _feature_store(self, key: str, dataset):
-        """The cached backbone outputs for ``dataset``: built on first use, rebuilt when the backbone changed."""
-        from torch.utils.data import DataLoader
-
-        from tl_hf.core.feature_cache import check_deterministic_data
-
-        store = self.feature_cache.get(key, dataset)
-        if store is not None:
-            return store
-        what = "training" if key == "train" else "evaluation"
-        with self._indexed(dataset, what) as ds:
-            collate = self._get_collator_with_removed_columns(self.data_collator, description=f"{what} feature cache")
-        check_deterministic_data(ds, collate, what)
-        loader = DataLoader(ds, batch_size=self.args.eval_batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
-        with progress_bars(not self.args.disable_tqdm):
-            return self.feature_cache.build(key, dataset, loader, prepare=self._prepare_inputs,
-                                            context=self.compute_loss_context_manager, what=what,
-                                            collate_one=lambda i: collate([ds[i]]))
-
-    def _get_train_sampler(self, train_dataset=None):
-        from tl_hf.core.feature_cache import IndexedDataset
-
-        if isinstance(train_dataset, IndexedDataset):  # the same order as without the cache
-            train_dataset = train_dataset.base
-        return super()._get_train_sampler(train_dataset)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        if not self._cache_live():
-            return super().get_eval_dataloader(eval_dataset)
-        ds = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else \
-            (self.eval_dataset if eval_dataset is None else eval_dataset)
-        if ds is None or isinstance(ds, (dict, torch.utils.data.IterableDataset)) or not hasattr(ds, "__getitem__"):
-            self._feature_eval_store = None
-            return super().get_eval_dataloader(eval_dataset)
-        self._feature_eval_store = self._feature_store(f"eval:{id(ds)}", ds)
-        with self._indexed(ds, "evaluation") as wrapped:
-            if not isinstance(eval_dataset, str):
-                return super().get_eval_dataloader(wrapped)
-            saved = self.eval_dataset  # keep the name: the Trainer keys persistent-worker loaders by it
-            self.eval_dataset = {**saved, eval_dataset: wrapped}
-            try:
-                return super().get_eval_dataloader(eval_dataset)
-            finally:
-                self.eval_dataset = saved
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        if self.feature_cache is None or _INDEX_KEY not in inputs:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        inputs = dict(inputs)
-        idx = inputs.pop(_INDEX_KEY)
-        if not self._cache_live():
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        with self.feature_cache.replay(self._feature_eval_store, idx, inputs):
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def end_task(self, dataset=None, **kwargs) -> None:
         """After training on a task: let every regularizer consolidate (EWC: Fisher + anchors on the unwrapped model
@@ -422,24 +292,6 @@ class TransferTrainer(Trainer):
         self._checked(out.metrics)
         return out
 
-    _outputs_of: str | None = None  # what outputs_checked guards (None: as Trainer's evaluate / predict)
-
-    @contextlib.contextmanager
-    def outputs_checked(self, what: str):
-        """Within the block, :meth:`check_finite` checks every ``evaluate`` / ``predict`` result (its loss) before it
-        is returned, so a caller writes no predictions or plots for a diverged model (the run template uses it)."""
-        self._outputs_of = what
-        try:
-            yield
-        finally:
-            self._outputs_of = None
-
-    def _checked(self, metrics):
-        if self._outputs_of is not None:
-            losses = [v for k, v in (metrics or {}).items() if k.endswith("_loss") and isinstance(v, (int, float))]
-            self.check_finite(self._outputs_of, eval_loss=losses[0] if losses else None)
-        return metrics
-
     # -- logging --------------------------------------------------------------------------------------------------
     @property
     def lr_history(self) -> list[dict[str, float]]:
@@ -461,99 +313,6 @@ class TransferTrainer(Trainer):
                     if getattr(r, "last_loss", None) is not None:
                         logs[f"{r.name}/loss"] = r.last_loss
         super().log(logs, start_time)
-
-    # -- checkpoint state -----------------------------------------------------------------------------------------
-    def extra_state(self) -> dict[str, Any]:
-        """JSON-serialisable state saved in every checkpoint (subclasses extend it)."""
-        state = {"format": 1, "freezing": self.freezer.state_dict(), "llrd": asdict(self.llrd),
-                 "layer_map": {"model_type": self.layer_map.model_type, "num_blocks": self.layer_map.num_blocks},
-                 "regularizers": [r.name for r in self.regularizers]}
-        if self.config_fingerprint is not None:  # what a resume must match (tl_hf.run.validate.check_resume)
-            state["config"] = self.config_fingerprint
-        return state
-
-    def load_extra_state(self, state: dict[str, Any], checkpoint: str) -> None:
-        lm = state.get("layer_map", {})
-        if lm and (lm.get("num_blocks") != self.layer_map.num_blocks):
-            raise ValueError(f"{checkpoint}: written for a {lm.get('model_type')} model with {lm.get('num_blocks')} "
-                             f"blocks, this model has {self.layer_map.num_blocks}")
-        if "freezing" in state:
-            self.freezer.load_state_dict(state["freezing"])
-        saved = state.get("regularizers", [])
-        if sorted(saved) != sorted(r.name for r in self.regularizers):
-            raise ValueError(f"{checkpoint} was written with regularizers {saved}, this run has "
-                             f"{[r.name for r in self.regularizers]}")
-        for r in self.regularizers:
-            r.load(checkpoint, prefix=f"tl_hf_reg_{r.name}")
-
-    def check_finite(self, what: str, eval_loss: float | None = None) -> None:
-        """Before ``what`` is saved: every weight and the eval loss (``eval_loss``, else the last logged one) must be
-        finite, else :class:`NonFiniteModelError` (with ``stop_on_non_finite``): a broken model never replaces a good
-        one."""
-        if not self.stop_on_non_finite:
-            return
-        bad = [n for n, p in self.model.named_parameters() if p.numel() and not bool(torch.isfinite(p.detach()).all())]
-        evals = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
-        if eval_loss is not None:
-            evals.append(eval_loss)
-        problem = ""
-        if bad:
-            problem = f"{len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]})"
-        elif evals and not torch.isfinite(torch.tensor(float(evals[-1]))):
-            problem = f"the last eval loss is {evals[-1]}"
-        if problem:
-            raise NonFiniteModelError(
-                f"not saving {what} at step {self.state.global_step}: {problem}; the model diverged (a learning rate "
-                f"too high for it, now {self.args.learning_rate:g}, or fp16 overflow). Nothing was saved over the "
-                "earlier outputs")
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        self.check_finite(f"the model to {output_dir or self.args.output_dir}")
-        super().save_model(output_dir, _internal_call)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        self.check_finite("a checkpoint")  # before any of its files is written
-        if self.args.should_save:
-            # written FIRST: transformers writes trainer_state.json near the end of its own save, and a checkpoint
-            # without it is not resumable; so a crash at any point leaves either a checkpoint with all of tl_hf's
-            # state, or one that transformers itself refuses, never a complete-looking one without our state
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            os.makedirs(folder, exist_ok=True)
-            for r in self.regularizers:
-                r.save(folder, prefix=f"tl_hf_reg_{r.name}")
-            if self.averager is not None:
-                self.averager.save(folder)
-            atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
-        super()._save_checkpoint(model, trial)
-
-    def _load_rng_state(self, checkpoint) -> None:
-        with refuse_untrusted_pickles(checkpoint):
-            super()._load_rng_state(checkpoint)
-
-    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
-        with refuse_untrusted_pickles(checkpoint):
-            super()._load_optimizer_and_scheduler(checkpoint)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
-        validate_checkpoint(resume_from_checkpoint)  # before anything is loaded: name a truncated file
-        with refuse_untrusted_pickles(resume_from_checkpoint):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, STATE_FILE)
-        if os.path.exists(path):
-            self.load_extra_state(read_json(path), resume_from_checkpoint)
-        else:
-            if self.regularizers:
-                from tl_hf.core.state import CorruptStateError
-
-                raise CorruptStateError(
-                    f"{resume_from_checkpoint} has no {STATE_FILE}, so the state of the regularizers "
-                    f"({', '.join(r.name for r in self.regularizers)}) is missing: it was not written by tl_hf or is "
-                    "incomplete; resume from another checkpoint")
-            logger.warning("%s has no %s (not written by tl_hf?): the unfreezing phase is derived from the step",
-                           resume_from_checkpoint, STATE_FILE)
-            self.freezer.phase = None
-        if self.averager is not None:
-            self.averager.load(resume_from_checkpoint)
 
 
 def depth_uses(llrd: LLRDConfig, freezing: FreezingConfig, reinit: ReinitConfig | None = None) -> list[str]:

@@ -64,12 +64,43 @@ class CheckpointStateMixin:
             r.load(checkpoint, prefix=f"tl_hf_reg_{r.name}")
 
     # -- nothing non-finite is saved ------------------------------------------------------------------------------
+    _loss_flag: torch.Tensor | None = None  # on the device: 0 while every training loss since the last check is finite
+    _loss_checked_step = 0  # global_step at that check
+
+    def _note_loss(self, loss: torch.Tensor) -> None:
+        """Fold a micro-batch's training loss into the device-side flag: one small kernel, no host sync (0 x loss is
+        0 for a finite loss and NaN for NaN or inf, and NaN stays NaN)."""
+        if self.stop_on_non_finite:
+            if self._loss_flag is None:
+                self._loss_flag = torch.zeros_like(loss.detach(), dtype=torch.float32)
+            self._loss_flag.add_(loss.detach(), alpha=0.0)
+
+    def reset_loss_check(self, global_step: int = 0) -> None:
+        self._loss_flag, self._loss_checked_step = None, global_step
+
+    def check_loss(self) -> None:
+        """Read the loss flag (one host sync): :class:`NonFiniteLossError` naming the steps since the last check if a
+        training loss was NaN/inf. Called at logging, evaluation and save steps, at epoch and training ends
+        (:class:`~tl_hf.core.callbacks.LossCheck`) and before every save (:meth:`check_finite`)."""
+        flag, first, last = self._loss_flag, self._loss_checked_step + 1, self.state.global_step
+        self.reset_loss_check(last)
+        if flag is None or bool(torch.isfinite(flag).all()):
+            return
+        self.model.zero_grad(set_to_none=True)
+        span = f"step {first}" if last <= first else f"one of steps {first}-{last} (checked at logging and save steps)"
+        raise NonFiniteLossError(
+            f"the training loss became NaN/inf at {span} (epoch {self.state.epoch or 0:.2f}); nothing was saved after "
+            f"it. Likely causes: a learning rate too high for this model (now {self.args.learning_rate:g}), fp16 "
+            "overflow (try bf16 or a smaller lr), or labels outside the model's num_labels. Resume from the last "
+            "checkpoint after fixing it.")
+
     def check_finite(self, what: str, eval_loss: float | None = None) -> None:
-        """Before ``what`` is saved: every weight and the eval loss (``eval_loss``, else the last logged one) must be
-        finite, else :class:`NonFiniteModelError` (with ``stop_on_non_finite``): a broken model never replaces a good
-        one."""
+        """Before ``what`` is saved: no training loss since the last check was NaN/inf (:meth:`check_loss`), and every
+        weight and the eval loss (``eval_loss``, else the last logged one) are finite, else
+        :class:`NonFiniteModelError` (with ``stop_on_non_finite``): a broken model never replaces a good one."""
         if not self.stop_on_non_finite:
             return
+        self.check_loss()
         bad = [n for n, p in self.model.named_parameters() if p.numel() and not bool(torch.isfinite(p.detach()).all())]
         evals = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
         if eval_loss is not None:
