@@ -24,7 +24,8 @@ BENCHMARKS = {
     "cached_features": "--small", "cached_features_ddp": "--small", "time_to_accuracy": "--small",
     "split_mnist": "--small",
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
-    "fisher_cost_vision": "--small",
+    "fisher_cost_vision": "--small", "vision_strategies": "--small", "vision_cost": "--small",
+    "method_costs": "--small",
 }
 
 
