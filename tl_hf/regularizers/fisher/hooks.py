@@ -186,7 +186,7 @@ class HookFisher:
         if not isinstance(output, torch.Tensor) or output.ndim == 0 or output.shape[0] != b:
             r.problem = f"{type(module).__name__} output is not a batch-first tensor"
             return None
-        r.call = ModuleCall(args, kwargs, b)
+        r.call = ModuleCall(args, kwargs)
         r.problem = r.call.problem(b)
         if b > 1 and any(b in t.shape[1:] for t in (output, *r.call.tensors)):
             self.ambiguous = True

@@ -5,9 +5,9 @@ through *that module's forward alone* (``vmap`` over ``vjp``, the examples one a
 module's own parameters. Its sub-modules run inside as constants (their own hooks are idle); only the module is
 recomputed, not the network.
 
-It is exact when the module treats the examples independently: the recomputed per-example outputs must equal the
-batch's output (checked before anything is added), and the graph check makes sure its parameters are used nowhere
-outside it.
+It is exact when the module treats the examples independently: the hook path compares the recomputed per-example
+outputs with the batch's output (:func:`same_output`, before anything is added), and its graph check makes sure the
+parameters are used nowhere outside the module.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class ModuleCall:
 
     __slots__ = ("args", "kwargs", "arg_slots", "kwarg_slots", "tensors", "versions")
 
-    def __init__(self, args, kwargs, bsz: int):
+    def __init__(self, args, kwargs):
         self.args, self.kwargs = tuple(args), dict(kwargs)
         self.arg_slots = [i for i, a in enumerate(self.args) if isinstance(a, torch.Tensor)]
         self.kwarg_slots = [k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
