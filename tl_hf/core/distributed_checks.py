@@ -1,5 +1,7 @@
-"""What tl_hf refuses under DeepSpeed, before training: the one rule, called by ``TransferTrainer.__init__`` (before
-the Trainer builds its Accelerator) and by the run layer (before ``TrainingArguments`` is built).
+"""Distributed checks made before training. :func:`check_same_checkpoint`: every process of a (multi-node) launch
+resumes from the same checkpoint, or none does. :func:`check_deepspeed`: what tl_hf refuses under DeepSpeed, the one
+rule, called by ``TransferTrainer.__init__`` (before the Trainer builds its Accelerator) and by the run layer (before
+``TrainingArguments`` is built).
 
 DeepSpeed is not installed on tl_hf's test machines and has no CPU path there, so nothing tl_hf adds to the Trainer
 is proven under it. Its ZeRO stages own the gradients, the optimizer and (stage 3) the weights, which is exactly
@@ -25,7 +27,7 @@ from tl_hf._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["deepspeed_requested", "deepspeed_unsupported", "check_deepspeed"]
+__all__ = ["deepspeed_requested", "deepspeed_unsupported", "check_deepspeed", "check_same_checkpoint"]
 
 FIX = ("use DDP (recipes/configs/accelerate/ddp.yaml, multi_node.yaml) or FSDP2 (recipes/configs/accelerate/"
        "fsdp2.yaml), or drop them")
@@ -78,3 +80,41 @@ def check_deepspeed(args: Any = None, *, environ: dict[str, str] | None = None, 
         raise ConfigError(f"DeepSpeed is not supported with tl_hf's {'; '.join(bad)}: {FIX}")
     logger.warning("DeepSpeed: no tl_hf feature is active (no regularizers, freezing policy full, no LLRD), so this "
                    "is the plain Trainer under DeepSpeed; tl_hf's tests do not cover DeepSpeed")
+
+
+def check_same_checkpoint(args: Any, checkpoint: str | None) -> None:
+    """Every process must resume from the same ``checkpoint-N`` (or all start fresh), else a one-line
+    :class:`~tl_hf._errors.ConfigError` on every process, naming what each node found and the fix. Each process looks
+    in its own ``output_dir``: on nodes without a shared filesystem and ``save_on_each_node=false`` only node 0 has
+    the checkpoints, and a node starting fresh beside resumed ones would train a different run (or hang). A no-op in
+    a single process. ``args``: the run's ``TrainingArguments`` (every process must call this)."""
+    if getattr(args, "world_size", 1) < 2:  # (reading it sets up the process group, as the Trainer would)
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    name = "none"
+    if checkpoint:
+        name = os.path.basename(os.path.normpath(checkpoint))
+        if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+            # e.g. only this process's rng_state_N.pth: every process writes its own, only saving processes the rest
+            name += " without trainer_state.json"
+    node = int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "0")))
+    found: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(found, (node, name))
+    if len({n for _, n in found}) == 1:
+        return
+    by_node: dict[int, set] = {}
+    for nd, n in found:
+        by_node.setdefault(nd, set()).add(n)
+    seen = ", ".join(f"node {nd}: {'/'.join(sorted(v))}" for nd, v in sorted(by_node.items()))
+    if getattr(args, "save_on_each_node", False):
+        fix = ("with training.save_on_each_node=true each node resumes from its own copy in its output_dir: copy the "
+               "checkpoint to the nodes that lack it, or set training.resume_from_checkpoint to one every node has")
+    else:
+        fix = ("with training.save_on_each_node=false only the global main process (node 0) writes checkpoints, so "
+               "output_dir must be on a filesystem every node sees: put it there, or set "
+               "training.save_on_each_node=true (each node keeps its own copy), or copy the checkpoint to every node")
+    raise ConfigError(f"the processes of this launch found different checkpoints to resume from in "
+                      f"training.output_dir ({seen}); {fix}")

@@ -64,6 +64,9 @@ def check_run(cfg: RunConfig, args, log: Callable = logger.warning, *, resume: b
     if not resume:
         return None
     checkpoint = last_checkpoint(cfg, args, log)
+    from tl_hf.core.distributed_checks import check_same_checkpoint
+
+    check_same_checkpoint(args, checkpoint)  # every node resumes from the same one (multi-node, save_on_each_node)
     if checkpoint is not None:
         check_resume(cfg, checkpoint)
     return checkpoint
