@@ -1,5 +1,6 @@
 """Distributed checks made before training. :func:`check_same_checkpoint`: every process of a (multi-node) launch
-resumes from the same checkpoint, or none does. :func:`check_deepspeed`: what tl_hf refuses under DeepSpeed, the one
+resumes from the same checkpoint, or none does. :func:`check_save_on_each_node`: ``save_on_each_node`` is not used
+on a filesystem the nodes share. :func:`check_deepspeed`: what tl_hf refuses under DeepSpeed, the one
 rule, called by ``TransferTrainer.__init__`` (before the Trainer builds its Accelerator) and by the run layer (before
 ``TrainingArguments`` is built).
 
@@ -27,7 +28,8 @@ from tl_hf._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["deepspeed_requested", "deepspeed_unsupported", "check_deepspeed", "check_same_checkpoint"]
+__all__ = ["deepspeed_requested", "deepspeed_unsupported", "check_deepspeed", "check_same_checkpoint",
+           "check_save_on_each_node"]
 
 FIX = ("use DDP (recipes/configs/accelerate/ddp.yaml, multi_node.yaml) or FSDP2 (recipes/configs/accelerate/"
        "fsdp2.yaml), or drop them")
@@ -100,9 +102,8 @@ def check_same_checkpoint(args: Any, checkpoint: str | None) -> None:
         if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
             # e.g. only this process's rng_state_N.pth: every process writes its own, only saving processes the rest
             name += " without trainer_state.json"
-    node = int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "0")))
     found: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(found, (node, name))
+    dist.all_gather_object(found, (_node(), name))
     if len({n for _, n in found}) == 1:
         return
     by_node: dict[int, set] = {}
@@ -118,3 +119,47 @@ def check_same_checkpoint(args: Any, checkpoint: str | None) -> None:
                "training.save_on_each_node=true (each node keeps its own copy), or copy the checkpoint to every node")
     raise ConfigError(f"the processes of this launch found different checkpoints to resume from in "
                       f"training.output_dir ({seen}); {fix}")
+
+
+def _node() -> int:
+    return int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "0")))
+
+
+def check_save_on_each_node(args: Any) -> None:
+    """With ``save_on_each_node=true`` on several nodes, ``output_dir`` must not be one folder the nodes share (their
+    local main processes would write the same checkpoint files at once). Each node's local main process drops a marker
+    file there and looks for the other nodes' markers; a node that sees one refuses on every process with a one-line
+    :class:`~tl_hf._errors.ConfigError`. A no-op without ``save_on_each_node`` or on one node. Every process must call
+    this."""
+    if not getattr(args, "save_on_each_node", False) or getattr(args, "world_size", 1) < 2:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    token = [os.urandom(6).hex() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    nodes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, _node())
+    if len(set(nodes)) < 2:
+        return
+    mine = os.path.join(args.output_dir, f".tl_hf_node_{token[0]}_{_node()}")
+    if args.should_save:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(mine, "w") as f:
+            f.write(str(os.getpid()))
+    dist.barrier()
+    seen = sorted({n for n in nodes if n != _node() and os.path.exists(
+        os.path.join(args.output_dir, f".tl_hf_node_{token[0]}_{n}"))}) if args.should_save else []
+    dist.barrier()
+    if args.should_save:
+        os.remove(mine)
+    shared: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shared, (_node(), seen))
+    pairs = [(nd, s) for nd, s in shared if s]
+    if pairs:
+        nd, s = pairs[0]
+        raise ConfigError(f"training.save_on_each_node=true, but training.output_dir {args.output_dir} is one folder "
+                          f"the nodes share (node {nd} sees the files of node {s[0]}): every node would write the same "
+                          "checkpoint files at once; set training.save_on_each_node=false on a shared filesystem (only "
+                          "node 0 then writes), or give each node a local output_dir")

@@ -61,11 +61,12 @@ def check_run(cfg: RunConfig, args, log: Callable = logger.warning, *, resume: b
         check_metrics(cfg, metrics)
     if is_main():  # the other processes of a launch run beside the main one, which holds the lock
         check_unlocked(args.output_dir)  # another run writing there: refused before its checkpoints are read
+    from tl_hf.core.distributed_checks import check_same_checkpoint, check_save_on_each_node
+
+    check_save_on_each_node(args)  # several nodes writing one shared output_dir: refused
     if not resume:
         return None
     checkpoint = last_checkpoint(cfg, args, log)
-    from tl_hf.core.distributed_checks import check_same_checkpoint
-
     check_same_checkpoint(args, checkpoint)  # every node resumes from the same one (multi-node, save_on_each_node)
     if checkpoint is not None:
         check_resume(cfg, checkpoint)
