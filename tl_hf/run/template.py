@@ -222,7 +222,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     import transformers
 
     from tl_hf.core.layers import get_layer_map
-    from tl_hf.run.outputs import push_model, write_card, write_results
+    from tl_hf.run.outputs import is_main, push_model, write_card, write_results
     from tl_hf.run.pooling import apply_run_pooling
 
     transformers.set_seed(args.seed)
@@ -262,7 +262,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
                                                                                           1)}
     if args.should_save:
         write_results(args.output_dir, results, cfg)
-        if cfg.hub.push:
+        if cfg.hub.push and is_main():  # one push, from the global main process (save_on_each_node: every node saves)
             push_model(trainer, cfg, built.dataset_name, evaluated, log)
     return results
 

@@ -19,7 +19,7 @@ def finish(cfg: RunConfig, args, prep: Prepared, runner, result, *, done: int, s
            log: Callable, card_args: dict) -> dict[str, Any]:
     """After ``runner.run()``: results, model + card (main process), the results files, the summary, the push.
     Returns the results plus ``eval_accuracy`` (= ACC) and ``eval_split`` for the CLI."""
-    from tl_hf.run.outputs import write_results
+    from tl_hf.run.outputs import is_main, write_results
 
     results = _results(cfg, prep, runner, result, done, state_dir, args.output_dir)
     main = args.should_save  # only the main process saves the model, writes its card and the results, and pushes
@@ -32,7 +32,7 @@ def finish(cfg: RunConfig, args, prep: Prepared, runner, result, *, done: int, s
     if main:
         write_results(args.output_dir, results, cfg)
     _report(results, cfg.data.scenario, args.output_dir, log)
-    if cfg.hub.push and main:
+    if cfg.hub.push and main and is_main():  # one push, from the global main process (not every node saving)
         _push(cfg, mdir, result, results, args.output_dir, state_dir, log)
     return {**results, "eval_accuracy": results["ACC"], "eval_split": "continual, mean final (ACC)"}
 
