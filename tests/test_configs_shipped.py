@@ -24,7 +24,7 @@ def test_config_opens_with_its_command_and_validates(path):
     assert cfg.training["output_dir"].startswith("outputs/")
 
 
-@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml", "fsdp2.yaml"])
 def test_accelerate_configs_parse_and_open_with_their_command(name):
     import yaml
 
@@ -33,5 +33,8 @@ def test_accelerate_configs_parse_and_open_with_their_command(name):
     assert first.startswith("# Run: accelerate launch --config_file recipes/configs/accelerate/" + name)
     doc = yaml.safe_load(path.read_text())
     assert doc["distributed_type"] in ("MULTI_GPU", "FSDP") and doc["num_processes"] >= 2
-    if doc["distributed_type"] == "FSDP":
+    if doc["distributed_type"] == "FSDP" and doc["fsdp_config"]["fsdp_version"] == 1:
         assert doc["fsdp_config"]["fsdp_use_orig_params"] is True
+    elif doc["distributed_type"] == "FSDP":  # FSDP2: the full state dict is what from_pretrained loads
+        assert doc["fsdp_config"]["fsdp_version"] == 2
+        assert doc["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"

@@ -38,6 +38,7 @@ class GradualUnfreezingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
         c = self.controller
+        c.params = dict(c.model.named_parameters())  # FSDP2's wrap swaps in new (DTensor) parameter objects
         if self.schedule.rewarm_steps and lr_scheduler is not None and \
                 not isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR):
             raise ValueError(
@@ -109,9 +110,12 @@ class RegularizerBinder(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
+        from tl_hf.core.fsdp import shard_state
+
         model = self.trainer.model
         for r in self.trainer.regularizers:
             r.bind(model)
+            shard_state(r, model)  # FSDP2: Fisher / anchors sharded like the parameters they pull on
 
 
 class FeatureCacheBuilder(TrainerCallback):

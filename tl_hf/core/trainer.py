@@ -140,18 +140,12 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _check_fsdp(self) -> None:
-        """FSDP1 flattens each wrapped module's parameters into one FlatParameter, whose requires_grad is all or
-        nothing: freezing part of it (or unfreezing later) fails inside torch unless the original parameters are
-        kept (use_orig_params=True). Detect that here and say so."""
-        if not getattr(self, "is_fsdp_enabled", False) or self.freezing.policy == "full":
-            return
-        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        version = getattr(plugin, "fsdp_version", 1)
-        if version == 1 and not getattr(plugin, "use_orig_params", False):
-            raise ValueError(
-                f"freezing policy {self.freezing.policy!r} under FSDP (version 1) needs use_orig_params=True: FSDP "
-                "flattens each wrapped module's parameters into one tensor whose requires_grad cannot be partly "
-                "False. Set fsdp_config: {use_orig_params: true} (or fsdp_version: 2), or use DDP.")
+        """What tl_hf refuses under the FSDP this run got (or FSDP asked for but not running):
+        :func:`tl_hf.core.fsdp.check_fsdp`."""
+        from tl_hf.core.fsdp import check_fsdp
+
+        check_fsdp(self.args, self.accelerator, freezing_policy=self.freezing.policy, model=self.model,
+                   regularizers=self.regularizers, averaging=self.averager is not None)
 
     def _check_ddp_args_for_unfreezing(self) -> None:
         a = self.args
@@ -260,9 +254,12 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
             pass
         amp = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
         kwargs.setdefault("autocast_dtype", amp)  # the Fisher sees the model as training does; sums stay fp32
+        from tl_hf.core.fsdp import plain_replica
+
+        model = plain_replica(self.model)  # FSDP2: a full, unsharded copy (the DDP path then); else the model
         with progress_bars(not self.args.disable_tqdm):  # the Fisher pass shows a bar on the local main process
             for r in self.regularizers:
-                r.end_task(self.model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
+                r.end_task(model, data, collate_fn=self.data_collator, device=self.args.device, **kwargs)
 
     # -- model card -----------------------------------------------------------------------------------------------
     def create_model_card(self, **kwargs) -> None:

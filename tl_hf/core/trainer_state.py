@@ -139,17 +139,20 @@ class CheckpointStateMixin:
 
     def _save_checkpoint(self, model, trial) -> None:
         self.check_finite("a checkpoint")  # before any of its files is written
-        if self.args.should_save:
-            # written FIRST: transformers writes trainer_state.json near the end of its own save, and a checkpoint
-            # without it is not resumable; so a crash at any point leaves either a checkpoint with all of tl_hf's
-            # state, or one that transformers itself refuses, never a complete-looking one without our state
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            os.makedirs(folder, exist_ok=True)
-            for r in self.regularizers:
-                r.save(folder, prefix=f"tl_hf_reg_{r.name}")
-            if self.averager is not None:
-                self.averager.save(folder)
-            atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
+        from tl_hf.core.fsdp import full_state
+
+        with full_state(self.regularizers):  # FSDP2: sharded state gathered on every rank, written once
+            if self.args.should_save:
+                # written FIRST: transformers writes trainer_state.json near the end of its own save, and a checkpoint
+                # without it is not resumable; so a crash at any point leaves either a checkpoint with all of tl_hf's
+                # state, or one that transformers itself refuses, never a complete-looking one without our state
+                folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+                os.makedirs(folder, exist_ok=True)
+                for r in self.regularizers:
+                    r.save(folder, prefix=f"tl_hf_reg_{r.name}")
+                if self.averager is not None:
+                    self.averager.save(folder)
+                atomic_write_json(os.path.join(folder, STATE_FILE), self.extra_state())
         super()._save_checkpoint(model, trial)
 
     def _load_rng_state(self, checkpoint) -> None:
@@ -157,6 +160,9 @@ class CheckpointStateMixin:
             super()._load_rng_state(checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        from tl_hf.core.fsdp import freeze_as_saved
+
+        freeze_as_saved(self.freezer, self.model)  # FSDP2 loads the optimizer state strictly
         with refuse_untrusted_pickles(checkpoint):
             super()._load_optimizer_and_scheduler(checkpoint)
 
