@@ -65,3 +65,32 @@ def train_step(model, batch, opt, reg=None, extra_loss=None) -> None:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows a cell-by-cell benchmark appended so far (none when the file is missing)."""
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one finished cell, so an interrupted benchmark keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def step_timer():
+    """A ``TrainerCallback`` that stamps each step's start and the train end (``.stamps``): step times by difference."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.stamps = []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.stamps.append(time.perf_counter())
+
+        def on_train_end(self, args, state, control, **kw):
+            self.stamps.append(time.perf_counter())
+
+    return StepTimer()

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, update_docs_section, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, read_jsonl, update_docs_section, write_result  # noqa: E402
 
 STRATEGIES = ("plain", "llrd", "feature_extraction", "gradual")
 EPOCHS = {500: 5, 2000: 2, 8000: 1}
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    done = [json.loads(x) for x in JSONL.read_text().splitlines()] if JSONL.exists() else []
+    done = read_jsonl(JSONL)
     if args.report:
         report(done)
         return 0
@@ -194,9 +194,7 @@ def main(argv=None) -> int:
                 row = run_cell(st, size, seed, train, dev, tok, args.small)
                 print(json.dumps(row), flush=True)
                 if not args.small:
-                    JSONL.parent.mkdir(parents=True, exist_ok=True)
-                    with open(JSONL, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_jsonl(JSONL, row)
                     done.append(row)
     if not args.small:
         report(done)

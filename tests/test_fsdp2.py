@@ -176,6 +176,11 @@ def test_fsdp2_refusals_name_the_fix():
     check_fsdp(args, acc, model=lora)  # LoRA alone: the adapter is the only trainable part, nothing of tl_hf's
     with pytest.raises(ConfigError, match=r"regularizers \(l2sp\) under FSDP2 need a transformers model"):
         check_fsdp(args, acc, model=torch.nn.Linear(2, 2), regularizers=[SimpleNamespace(name="l2sp")])
+    # plain SGD keeps no optimizer state: its FSDP2 checkpoint could not be resumed
+    with pytest.raises(ConfigError, match=r"sgd without momentum .*training\.optim_args: momentum=0\.9"):
+        check_fsdp(SimpleNamespace(fsdp=True, optim="sgd", optim_args=None), acc)
+    check_fsdp(SimpleNamespace(fsdp=True, optim="sgd", optim_args="momentum=0.9, nesterov=True"), acc)
+    check_fsdp(SimpleNamespace(fsdp=True, optim="adamw_torch", optim_args=None), acc)
     # FSDP1 keeps its refusal without use_orig_params
     with pytest.raises(ValueError, match=r"under FSDP \(version 1\) needs use_orig_params=True"):
         check_fsdp(args, _accel(1, use_orig_params=False), freezing_policy="top_k")

@@ -100,6 +100,10 @@ def check_fsdp(args: Any, accelerator: Any, *, freezing_policy: str = "full", mo
         return
     regularizers = list(regularizers)
     names = ", ".join(getattr(r, "name", type(r).__name__) for r in regularizers)
+    if _stateless_sgd(args):
+        raise ConfigError("optim: sgd without momentum keeps no optimizer state, and torch cannot load such an FSDP2 "
+                          "checkpoint's optimizer (it finds no tensors), so the run could not resume: set "
+                          "training.optim_args: momentum=0.9 (or use adamw_torch), or use DDP")
     if averaging:
         raise ConfigError("averaging (EMA / SWA) is not supported under FSDP2: it keeps and swaps full copies of the "
                           "weights, which FSDP2 shards; drop averaging or use DDP "
@@ -116,6 +120,19 @@ def check_fsdp(args: Any, accelerator: Any, *, freezing_policy: str = "full", mo
         # sharded by an earlier trainer (the next task of a sequence): keep it as it is; Accelerate would look for
         # its layer classes by their original names (now FSDP<name>) and fail
         plugin.auto_wrap_policy = None
+
+
+def _stateless_sgd(args: Any) -> bool:
+    """``optim: sgd`` whose ``optim_args`` give no momentum: torch.optim.SGD then keeps no per-parameter state."""
+    optim = getattr(args, "optim", None)
+    if str(getattr(optim, "value", optim)) != "sgd":
+        return False
+    pairs = dict(kv.split("=", 1) for kv in str(getattr(args, "optim_args", None) or "").replace(" ", "").split(",")
+                 if "=" in kv)
+    try:
+        return float(pairs.get("momentum", 0)) == 0.0
+    except ValueError:
+        return False  # a bad momentum fails in the optimizer with its own message
 
 
 def _run_kind(accelerator: Any) -> str:
