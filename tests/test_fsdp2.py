@@ -180,6 +180,7 @@ def test_fsdp2_refusals_name_the_fix():
     with pytest.raises(ConfigError, match=r"sgd without momentum .*training\.optim_args: momentum=0\.9"):
         check_fsdp(SimpleNamespace(fsdp=True, optim="sgd", optim_args=None), acc)
     check_fsdp(SimpleNamespace(fsdp=True, optim="sgd", optim_args="momentum=0.9, nesterov=True"), acc)
+    check_fsdp(SimpleNamespace(fsdp=True, optim="sgd", optim_args=None, save_strategy="no"), acc)  # nothing to resume
     check_fsdp(SimpleNamespace(fsdp=True, optim="adamw_torch", optim_args=None), acc)
     # FSDP1 keeps its refusal without use_orig_params
     with pytest.raises(ValueError, match=r"under FSDP \(version 1\) needs use_orig_params=True"):

@@ -100,7 +100,7 @@ def check_fsdp(args: Any, accelerator: Any, *, freezing_policy: str = "full", mo
         return
     regularizers = list(regularizers)
     names = ", ".join(getattr(r, "name", type(r).__name__) for r in regularizers)
-    if _stateless_sgd(args):
+    if _stateless_sgd(args) and _saves_checkpoints(args):
         raise ConfigError("optim: sgd without momentum keeps no optimizer state, and torch cannot load such an FSDP2 "
                           "checkpoint's optimizer (it finds no tensors), so the run could not resume: set "
                           "training.optim_args: momentum=0.9 (or use adamw_torch), or use DDP")
@@ -120,6 +120,12 @@ def check_fsdp(args: Any, accelerator: Any, *, freezing_policy: str = "full", mo
         # sharded by an earlier trainer (the next task of a sequence): keep it as it is; Accelerate would look for
         # its layer classes by their original names (now FSDP<name>) and fail
         plugin.auto_wrap_policy = None
+
+
+def _saves_checkpoints(args: Any) -> bool:
+    """Whether the run writes resumable checkpoints (``save_strategy`` other than ``no``; unset counts as saving)."""
+    strategy = getattr(args, "save_strategy", "steps")
+    return str(getattr(strategy, "value", strategy)) != "no"
 
 
 def _stateless_sgd(args: Any) -> bool:
