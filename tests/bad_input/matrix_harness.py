@@ -209,6 +209,15 @@ def all_of(*patterns: str) -> str:
     return "(?is)^" + "".join(f"(?=.*{p})" for p in patterns)
 
 
+def fresh(prep=None):
+    """A row whose own error comes from the data or the model: without checkpoint-1, since a config change against
+    it is refused first, as a resume with another config (checked before anything is loaded)."""
+    def run(c):
+        c.drop_checkpoint()
+        return prep(c) if prep else None
+    return run
+
+
 def row(id_: str, prep, overrides: list[str], expected, *, vit: bool = False, new_files: bool = False, marks=()):
     """One named CLI row: ``prep(ctx)`` edits the config / files (and may return more overrides), ``expected`` is a
     regex (or a list of substrings) for the one error line; ``{tmp}`` stands for the test's folder. ``vit``: the row

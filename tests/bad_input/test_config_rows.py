@@ -8,7 +8,7 @@ folder (a sentinel and a real checkpoint) stays as it was (:func:`matrix_harness
 from __future__ import annotations
 
 import pytest
-from matrix_harness import (FAKE_TOKEN, Ctx, all_of, ctx, row, run_cli_row, seed_checkpoint,  # noqa: F401
+from matrix_harness import (FAKE_TOKEN, Ctx, all_of, ctx, fresh, row, run_cli_row, seed_checkpoint,  # noqa: F401
                             tiny_model_dir, tiny_vit_dir)
 
 NO_TOKEN = rf"^(?!.*{FAKE_TOKEN[:8]})"  # the line never echoes a value that looks like a token
@@ -31,15 +31,6 @@ def _regs(spec: str):
         c.drop_checkpoint()  # checkpoint-1 was written without regularizers: that refusal would come first
         c.append(f"regularizers: {spec}\n")
     return prep
-
-
-def _fresh(prep=None):
-    """A row whose own error comes from the data or the model: without checkpoint-1, since a config change against
-    it is refused first, as a resume with another config (checked before anything is loaded)."""
-    def run(c):
-        c.drop_checkpoint()
-        return prep(c) if prep else None
-    return run
 
 
 def _missing_cfg(c: Ctx):
@@ -219,9 +210,9 @@ CONFIG_ROWS = [
         ["l2sp source", "/nonexistent/pretrained", "does not exist"]),
     # -- freezing, LLRD, early stopping, strategy, Hub ----------------------------------------------------------------
     row("freezing-unknown-policy", None, ["freezing.policy=top_j"], ["'top_j'", "valid policies", "top_k"]),
-    row("freezing-top-k-too-large", _fresh(), ["freezing.policy=top_k", "freezing.k=5"], ["k=5", "only 2 blocks"]),
+    row("freezing-top-k-too-large", fresh(), ["freezing.policy=top_k", "freezing.k=5"], ["k=5", "only 2 blocks"]),
     row("freezing-top-k-negative", None, ["freezing.policy=top_k", "freezing.k=-1"], r"(?i)freezing.*\bk\b.*-1"),
-    row("freezing-gradual-depths-missing", _fresh(_gradual_bad_depths), [], ["gradual phase 0", "depths [7]", "depths 0..3"]),
+    row("freezing-gradual-depths-missing", fresh(_gradual_bad_depths), [], ["gradual phase 0", "depths [7]", "depths 0..3"]),
     row("freezing-bad-pattern-regex", None, ["freezing.policy=patterns", "freezing.include=['(']"],
         r"(?i)freezing pattern '\(' is not a valid regex"),
     row("llrd-decay-above-1", None, ["llrd.decay=1.5"], ["llrd.decay", "1.5"]),
@@ -244,11 +235,11 @@ CONFIG_ROWS = [
     row("model-pooling-unknown", None, ["model.pooling=max"], ["model.pooling must be one of auto, mean, cls"]),
     row("extra-eval-set-unknown-dataset", _append("evaluation: {extra_eval_sets: [{name: ood, dataset: imbd}]}\n"),
         [], ["extra_eval_sets[0].dataset", "'imbd'", "imdb_test2000"]),
-    row("extra-eval-set-missing-file", _fresh(_append("evaluation: {extra_eval_sets: [{name: ood, file: nope.tsv}]}\n")),
+    row("extra-eval-set-missing-file", fresh(_append("evaluation: {extra_eval_sets: [{name: ood, file: nope.tsv}]}\n")),
         [], ["nope.tsv"]),
     row("lp-ft-cache-schedule-not-head-only",
-        _fresh(_append("freezing: {policy: gradual, cache_features: true, schedule: {unit: step, phases: "
-                       "[{start: 0, depths: 1}, {start: 2, depths: 3}]}}\n")), [],
+        fresh(_append("freezing: {policy: gradual, cache_features: true, schedule: {unit: step, phases: "
+                      "[{start: 0, depths: 1}, {start: 2, depths: 3}]}}\n")), [],
         ["cache_features with policy gradual needs a first phase that trains only the head"]),
     row("feature-cache-dir-without-cache-features", None,
         ["freezing.policy=feature_extraction", "freezing.feature_cache_dir=fc"],
@@ -257,10 +248,10 @@ CONFIG_ROWS = [
     row("deepspeed-with-llrd-and-ewc", _regs("[{name: ewc, lambda: 1.0}]"), ["training.deepspeed=ds.json"],
         all_of("DeepSpeed is not supported with tl_hf's regularizers", "ewc", r"llrd \(decay 0\.8", "use DDP",
                "FSDP2")),
-    row("deepspeed-with-gradual-freezing", _fresh(_append("freezing: {policy: gradual}\n")),
+    row("deepspeed-with-gradual-freezing", fresh(_append("freezing: {policy: gradual}\n")),
         ["llrd.decay=1.0", "training.deepspeed=ds.json"],
         all_of("DeepSpeed is not supported", "freezing policy 'gradual'", "use DDP")),
-    row("deepspeed-not-installed", _fresh(), ["llrd.decay=1.0", "training.deepspeed=ds.json"],
+    row("deepspeed-not-installed", fresh(), ["llrd.decay=1.0", "training.deepspeed=ds.json"],
         all_of(r"training: .*deepspeed", "install it")),
 ]
 

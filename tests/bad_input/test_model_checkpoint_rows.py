@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from matrix_harness import (Ctx, all_of, ctx, model_copy, row, run_cli_row, seed_checkpoint, snapshot,  # noqa: F401
+from matrix_harness import (Ctx, all_of, ctx, fresh, model_copy, row, run_cli_row, seed_checkpoint, snapshot,  # noqa: F401
                             tiny_model_dir, tiny_vit_dir)
 
 UNTRUSTED = r"(?i)^(?!.*weights_only=False)(?=.*checkpoint-1/{})(?=.*not a trusted checkpoint)"
@@ -154,15 +154,6 @@ def _distilbert_source(c: Ctx) -> Path:
     return d
 
 
-
-def _fresh(prep=None):
-    """A row whose own error comes from the data or the model: without checkpoint-1, since a config change against
-    it is refused first, as a resume with another config (checked before anything is loaded)."""
-    def run(c):
-        c.drop_checkpoint()
-        return prep(c) if prep else None
-    return run
-
 MODEL_ROWS = [
     # -- the model ----------------------------------------------------------------------------------------------------
     row("model-dir-without-config", _not_a_model_dir, [], ["not_a_model", "has no config.json"]),
@@ -173,10 +164,10 @@ MODEL_ROWS = [
     row("model-path-empty", None, ["model.name_or_path= "], r"model\.name_or_path must not be empty"),
     row("model-unknown-bundled-alias", None, ["model.name_or_path=bundled:nope"],
         ["unknown bundled model 'bundled:nope'", "bundled:all-MiniLM-L6-v2"]),
-    row("model-hub-id-offline", _fresh(), ["model.name_or_path=some-org/not-cached-model"],
+    row("model-hub-id-offline", fresh(), ["model.name_or_path=some-org/not-cached-model"],
         ["some-org/not-cached-model", "HF_HUB_OFFLINE", "bundled:all-MiniLM-L6-v2"]),
     row("model-bad-tokenizer-path", None, ["model.tokenizer=/nonexistent/tok"], ["/nonexistent/tok", "not found"]),
-    row("model-truncated-weights", _fresh(_truncated_model_weights), [], ["model_copy", "model.safetensors"]),
+    row("model-truncated-weights", fresh(_truncated_model_weights), [], ["model_copy", "model.safetensors"]),
     row("model-corrupt-config-json", _corrupt_model_config, [], ["model_copy", "config.json"]),
     row("model-config-json-not-object", _config_json_wrong_shape, [], r"model_copy.*config\.json"),
     row("model-unknown-model-type", _edit_model_config(model_type="no_such_arch"), [],
