@@ -138,21 +138,31 @@ class Ctx:
         shutil.rmtree(self.out / "checkpoint-1")
 
 
-@pytest.fixture
-def ctx(tmp_path, tiny_model_dir, seed_checkpoint, monkeypatch) -> Ctx:
+def new_ctx(tmp_path: Path, monkeypatch, model: Path, config_text: str, write_data) -> Ctx:
+    """A row's folder: the test's tmp folder as the current directory (offline, no debug tracebacks), ``data/``
+    filled by ``write_data(folder)``, ``run.yaml`` = ``config_text``, and ``out/`` holding a sentinel file."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("TL_HF_DEBUG", raising=False)
-    data = make_data(tmp_path / "data")
+    data = tmp_path / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    write_data(data)
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(run_config_text(tiny_model_dir))
+    cfg.write_text(config_text)
     out = tmp_path / "out"
     out.mkdir()
     (out / "SENTINEL.txt").write_text("existing results that must survive a failed run\n")
+    return Ctx(tmp=tmp_path, model=model, data=data, out=out, cfg=cfg)
+
+
+@pytest.fixture
+def ctx(tmp_path, tiny_model_dir, seed_checkpoint, monkeypatch) -> Ctx:
+    c = new_ctx(tmp_path, monkeypatch, tiny_model_dir, run_config_text(tiny_model_dir), make_data)
+    out = c.out
     shutil.copytree(seed_checkpoint, out / "checkpoint-1")  # copy2: bytes and mtimes as in the seed run
     for f in seed_checkpoint.parent.glob("tl_hf_*.json"):  # the run's own records next to its checkpoints
         shutil.copy2(f, out / f.name)
-    return Ctx(tmp=tmp_path, model=tiny_model_dir, data=data, out=out, cfg=cfg)
+    return c
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:

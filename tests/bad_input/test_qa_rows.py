@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from matrix_harness import Ctx, expect_refusal, write_jsonl
+from matrix_harness import Ctx, expect_refusal, new_ctx, write_jsonl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qa_tiny import ARTICLES, flat_rows, qa_config_text, save_tiny_qa_model, write_squad  # noqa: E402
@@ -25,18 +25,7 @@ def qa_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def qa_ctx(tmp_path, qa_model, monkeypatch) -> Ctx:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("TL_HF_DEBUG", raising=False)
-    data = tmp_path / "data"
-    data.mkdir()
-    write_squad(data / "train.json")
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(qa_config_text(qa_model))
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "SENTINEL.txt").write_text("existing results that must survive a failed run\n")
-    return Ctx(tmp=tmp_path, model=qa_model, data=data, out=out, cfg=cfg)
+    return new_ctx(tmp_path, monkeypatch, qa_model, qa_config_text(qa_model), lambda d: write_squad(d / "train.json"))
 
 
 def _articles(edit):

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from matrix_harness import Ctx, expect_refusal, tiny_model_dir  # noqa: F401  (fixture)
+from matrix_harness import Ctx, expect_refusal, new_ctx, tiny_model_dir  # noqa: F401  (fixture)
 
 GOOD = "john\tB-PER\nsmith\tI-PER\nwent\tO\nto\tO\nparis\tB-LOC\n\nmary\tB-PER\nsaw\tO\nrome\tB-LOC\n\n"
 
@@ -29,19 +29,12 @@ training: {{output_dir: out, max_steps: 2, per_device_train_batch_size: 2, disab
 
 @pytest.fixture
 def tok_ctx(tmp_path, tiny_model_dir, monkeypatch) -> Ctx:  # noqa: F811
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("TL_HF_DEBUG", raising=False)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.conll").write_text(GOOD, encoding="utf-8")
-    (data / "dev.conll").write_text(GOOD, encoding="utf-8")
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(token_config(tiny_model_dir))
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "SENTINEL.txt").write_text("existing results that must survive a failed run\n")
-    return Ctx(tmp=tmp_path, model=tiny_model_dir, data=data, out=out, cfg=cfg)
+    return new_ctx(tmp_path, monkeypatch, tiny_model_dir, token_config(tiny_model_dir), _write_good)
+
+
+def _write_good(data: Path) -> None:
+    for name in ("train.conll", "dev.conll"):
+        (data / name).write_text(GOOD, encoding="utf-8")
 
 
 def _file(name: str, text: str):
