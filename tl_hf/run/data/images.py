@@ -31,7 +31,7 @@ import numpy as np
 from tl_hf._errors import ConfigError, did_you_mean, one_line
 from tl_hf.run.data.image_transform import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from tl_hf.run.data.imagefolder import bad_image_reason, resolve_dir, scan_folder, select_readable
-from tl_hf.run.data.paths import DataError, resolve_data_root
+from tl_hf.run.data.paths import DataError, data_root_field, resolve_data_root
 
 __all__ = ["BadImageWarning", "IMAGE_DATASETS", "ImageClassificationData", "ImageCollator", "ImageDataConfig",
            "ImageDataset", "load_image_classification"]
@@ -57,8 +57,7 @@ class ImageDataConfig:
         "help": f"A built-in dataset under the data root: {', '.join(IMAGE_DATASETS)} (hymenoptera: imagefolder "
                 "train/val; mnist: a seeded split of the 10k MNIST test images, see eval_fraction). Leave empty and "
                 "set train_dir/eval_dir for your own image folders."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     train_dir: str | None = field(default=None, metadata={
         "help": "Training image folder laid out as <dir>/<class>/<image> (class = subfolder name); a relative path is "
                 "looked up under the data root first, then the current directory."})

@@ -28,7 +28,7 @@ from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean
 from tl_hf.run.data.labels import check_text_feature
-from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
+from tl_hf.run.data.paths import DataError, data_root_field, resolve_data_root, resolve_file
 from tl_hf.run.data.text import check_text_limits
 from tl_hf.run.data.text_files import FORMATS, QUOTING, read_file
 from tl_hf.run.metrics.multilabel import OBJECTIVES
@@ -50,8 +50,7 @@ class MultiLabelDataConfig:
     dataset: str | None = field(default=None, metadata={
         "help": f"A built-in multi-label dataset under the data root: {', '.join(MULTILABEL_DATASETS)}. Leave empty "
                 "and set train_file (and eval_file / test_file) for your own files."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     train_split: str = field(default="train", metadata={"help": "Built-in dataset: split to train on."})
     eval_split: str | None = field(default=None, metadata={
         "help": "Built-in dataset: the validation split, where the threshold is tuned (goemotions: dev). Never test."})

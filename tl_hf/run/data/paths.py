@@ -7,11 +7,19 @@ directory. A relative data path is looked up under the data root first, then the
 from __future__ import annotations
 
 import os
+from dataclasses import field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DATA_ROOT_ENV", "DataError", "candidate_paths", "resolve_data_root", "resolve_file"]
+__all__ = ["DATA_ROOT_ENV", "DataError", "candidate_paths", "data_root_field", "resolve_data_root", "resolve_file"]
 
 DATA_ROOT_ENV = "TL_HF_DATA_ROOT"
+
+
+def data_root_field() -> Any:
+    """The ``data.root`` field of every data config (one default, one help text)."""
+    return field(default=None, metadata={
+        "help": f"Data root. Default: ${DATA_ROOT_ENV}, else ../shared/data relative to the current directory."})
 
 
 class DataError(ValueError):

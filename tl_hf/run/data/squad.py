@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean
-from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
+from tl_hf.run.data.paths import DataError, data_root_field, resolve_data_root, resolve_file
 
 __all__ = ["BUILTIN_QA", "QAData", "QADataConfig", "check_answers", "load_qa", "read_qa_file", "split_by_article"]
 
@@ -42,8 +42,7 @@ class QADataConfig:
     dataset: str | None = field(default=None, metadata={
         "help": f"A built-in dataset under the data root: {', '.join(BUILTIN_QA)} (its dev set split by article, "
                 "non-standard). Leave empty and set train_file/eval_file for your own files."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     train_file: str | None = field(default=None, metadata={
         "help": "Training file: SQuAD-format .json (nested data/paragraphs/qas), or flat .jsonl/.parquet with id, "
                 "question, context, answers {text, answer_start}."})

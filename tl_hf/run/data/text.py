@@ -18,7 +18,7 @@ from typing import Any
 from tl_hf._errors import ConfigError, did_you_mean, one_line
 from tl_hf.run.data.labels import (PROBLEM_TYPES, check_label_feature, check_text_feature, detect_problem_type,
                                    encode_labels, encode_scores, label_set)
-from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
+from tl_hf.run.data.paths import DataError, data_root_field, resolve_data_root, resolve_file
 from tl_hf.run.data.text_builtin import (BUILTIN as _BUILTIN, EMOTIONS, FOLDERS, PAIR_DATASETS, REGRESSION_DATASETS,
                                          TREC_COARSE, read_builtin_split)
 from tl_hf.run.data.text_files import FORMATS as FILE_FORMATS, QUOTING, quiet_datasets, read_file
@@ -78,8 +78,7 @@ class DataConfig:
     dataset: str | None = field(default=None, metadata={
         "help": f"A built-in dataset under the data root: {', '.join(BUILTIN_DATASETS)}. Leave empty and set "
                 "train_file/eval_file for your own csv/tsv/json/jsonl files."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     train_split: str = field(default="train", metadata={"help": "Built-in dataset: split to train on."})
     eval_split: str | None = field(default=None, metadata={
         "help": "Built-in dataset: split to evaluate on (default: sst2 dev, trec test, emotion val; sst2: dev or "

@@ -21,7 +21,7 @@ from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean
 from tl_hf.run.data.conll import CONLL_SUFFIXES, Sentences, read_conll, sentences_from_table
-from tl_hf.run.data.paths import DataError, resolve_data_root, resolve_file
+from tl_hf.run.data.paths import DataError, data_root_field, resolve_data_root, resolve_file
 from tl_hf.run.data.tags import BIO_MODES, b_to_i, check_bio, encode_tags, tag_set
 
 __all__ = ["TOKEN_BUILTIN", "TOKEN_FORMATS", "TokenData", "TokenDataConfig", "load_token_data",
@@ -42,8 +42,7 @@ class TokenDataConfig:
     dataset: str | None = field(default=None, metadata={
         "help": f"A built-in dataset under the data root: {', '.join(TOKEN_BUILTIN)}. Or set train_file/eval_file "
                 "(CoNLL, jsonl, json, parquet) or hub_id."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     train_split: str = field(default="train", metadata={"help": "Built-in / Hub dataset: split to train on."})
     eval_split: str | None = field(default=None, metadata={
         "help": "Built-in / Hub dataset: split to evaluate on (wnut17: dev (default) or test; Hub: validation)."})

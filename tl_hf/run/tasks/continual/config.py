@@ -9,6 +9,7 @@ from typing import Any
 
 from tl_hf._errors import ConfigError, did_you_mean, one_line
 from tl_hf.regularizers.replay import check_replay_scenario
+from tl_hf.run.data.paths import data_root_field
 from tl_hf.run.data.text import BUILTIN_DATASETS, FILE_FORMATS, DataConfig, check_text_limits
 
 __all__ = ["ContinualDataConfig", "DEFAULT_PAIRS", "DEFAULT_TEXT_TASKS", "IMAGE_SOURCE_KEYS", "ImageSource", "KINDS",
@@ -98,8 +99,7 @@ class ContinualDataConfig:
         "help": "mnist: keep at most this many examples per task (train + eval) after a seeded shuffle."})
     train_fraction: float = field(default=0.8, metadata={
         "help": "mnist: fraction of each task's examples used for training; the rest is its eval set."})
-    root: str | None = field(default=None, metadata={
-        "help": "Data root. Default: $TL_HF_DATA_ROOT, else ../shared/data relative to the current directory."})
+    root: str | None = data_root_field()
     seed: int | None = field(default=None, metadata={"help": "Seed of subsetting and splits. Default: "
                                                              "training.seed."})
     replay_source: str | dict | None = field(default=None, metadata={
