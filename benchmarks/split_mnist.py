@@ -1,4 +1,4 @@
-"""Split-MNIST: naive vs EWC (empirical / exact Fisher) vs online EWC vs L2-SP vs replay, task- and class-incremental.
+"""Split-MNIST: naive, EWC (empirical / exact Fisher), online EWC, L2-SP, replay, LwF, DER, DER++; task- and class-IL.
 
 Five binary tasks (digits 0/1, 2/3, 4/5, 6/7, 8/9) learned in order by one MLP (784-400-400-10, ReLU) with
 :class:`tl_hf.continual.ContinualRunner` and :class:`tl_hf.TransferTrainer`; 3 seeds per cell, mean +- std.
@@ -18,8 +18,14 @@ Five binary tasks (digits 0/1, 2/3, 4/5, 6/7, 8/9) learned in order by one MLP (
   Strengths (lambda, alpha) are picked per scenario from ``GRID`` by the ACC of a tuning run on another split
   (seed 100), then fixed for the 3 reported seeds. Replay: class-balanced memory of 100 or 500 examples,
   interleaved (half of each later task's training stream comes from memory).
+* LwF (Li & Hoiem 2017): distillation (T = 2) from the model after the previous task on the current inputs; weight
+  from ``GRID``. Task-IL: per earlier task through its own two units (:func:`multi_head_lwf`); class-IL: over all 10.
+* DER / DER++ (Buzzega et al. 2020): class-balanced memory of 100 or 500 examples with their logits at insertion, a
+  replay batch of 64 per step, alpha * MSE(logits) (+ beta * CE for DER++); alpha / (alpha, beta) from ``GRID``, tuned
+  at budget 500 and reused at 100 (``TUNE_AS``).
 
-    python benchmarks/split_mnist.py            # full: 3 seeds, both scenarios, 7 methods (~10 min on 2 cores)
+    python benchmarks/split_mnist.py            # full: 3 seeds, both scenarios, 12 methods (~25 min on 2 cores)
+    python benchmarks/split_mnist.py --methods lwf,der_100 --scenarios class_il   # some cells; keeps the other rows
     python benchmarks/split_mnist.py --small    # smoke: 1 seed, 2 tasks, 1 epoch, writes nothing to docs
 
 Reference (van de Ven & Tolias 2019, "Three scenarios for continual learning", https://arxiv.org/abs/1904.07734;
@@ -41,17 +47,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_docs_section, write_result  # noqa: E402
+from common import masked_outputs, task_mask, update_docs_section, with_task_ids, write_result  # noqa: E402
 
 PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 #: strengths are chosen per scenario by the ACC of a tuning run on another split (seed TUNE_SEED) over these grids
 GRID = {"ewc_empirical": [1e3, 1e5, 1e7], "ewc_exact": [1e3, 1e5, 1e7], "online_ewc": [1e3, 1e5, 1e7],
-        "l2sp": [0.01, 0.1, 1.0, 10.0]}
+        "l2sp": [0.01, 0.1, 1.0, 10.0],
+        # LwF: distillation weight at temperature 2 (Li & Hoiem's T); DER: alpha; DER++: (alpha, beta)
+        "lwf": [0.3, 1.0, 3.0], "der_500": [0.1, 0.3, 1.0],
+        "derpp_500": [(a, b) for a in (0.2, 0.5) for b in (0.5, 1.0)]}
+#: rows that reuse another row's tuned strength (DER / DER++ are tuned once, at budget 500, to save CPU)
+TUNE_AS = {"der_100": "der_500", "derpp_100": "derpp_500"}
+METHODS = ["naive", "ewc_empirical", "ewc_exact", "online_ewc", "l2sp", "replay_100", "replay_500", "lwf",
+           "der_100", "der_500", "derpp_100", "derpp_500"]
+SCENARIOS = ["task_il", "class_il"]
+LWF_T = 2.0
 TUNE_SEED = 100
 PUBLISHED = {  # van de Ven & Tolias 2019 (arXiv:1904.07734), Split-MNIST, mean final accuracy (%), rounded
     "task_il": {"naive": 87, "ewc_empirical": 99, "online_ewc": 99},
     "class_il": {"naive": 20, "ewc_empirical": 20, "online_ewc": 20, "replay_500": 90},
 }
+#: van de Ven, Tuytelaars & Tolias 2022 (Nature Machine Intelligence), Split-MNIST class-IL, rounded (as in issue 12)
+PUBLISHED_2022 = {"class_il": {"lwf": 22, "replay_500": 89}}
 
 
 class MaskedMLP(torch.nn.Module):
@@ -63,41 +80,57 @@ class MaskedMLP(torch.nn.Module):
         self.embed = torch.nn.Linear(28 * 28, hidden)
         self.blocks = torch.nn.ModuleList([torch.nn.Linear(hidden, hidden)])
         self.classifier = torch.nn.Linear(hidden, 10)
-        mask = torch.zeros(len(pairs), 10, dtype=torch.bool)
-        for t, pair in enumerate(pairs):
-            mask[t, list(pair)] = True
-        self.register_buffer("task_mask", mask, persistent=False)
+        self.register_buffer("task_mask", task_mask(pairs, 10), persistent=False)
 
     def forward(self, pixel_values, labels=None, task_ids=None):
         h = torch.relu(self.embed(pixel_values.flatten(-3)))
         for b in self.blocks:
             h = torch.relu(b(h))
-        logits = self.classifier(h)
-        if task_ids is not None:
-            logits = logits.masked_fill(~self.task_mask[task_ids], -1e9)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
-        return out
+        return masked_outputs(self.classifier(h), labels, task_ids, self.task_mask)
 
 
 def make_tasks(images, labels, seed: int, n_tasks: int, task_il: bool):
-    from tl_hf.continual import Task, TensorDictDataset, split_mnist_tasks
+    from tl_hf.continual import split_mnist_tasks
 
     tasks = split_mnist_tasks(images, labels, pairs=PAIRS[:n_tasks], seed=seed, scenario="class_incremental")
-    if not task_il:
-        return tasks
-    out = []
-    for k, t in enumerate(tasks):
-        def with_ids(ds):
-            n = len(ds)
-            return TensorDictDataset(**ds.columns, task_ids=torch.full((n,), k, dtype=torch.long))
-        out.append(Task(name=t.name, train=with_ids(t.train), eval=with_ids(t.eval), labels=t.labels,
-                        class_names=t.class_names))
-    return out
+    return with_task_ids(tasks) if task_il else tasks
 
 
-def method_specs(method: str, anchor_path: str | None, strength: float | None):
+def multi_head_lwf(weight: float, pairs=PAIRS):
+    """Task-IL LwF (Li & Hoiem's multi-head form): the previous model's outputs on the current inputs are distilled
+    for every earlier task separately, each through the softmax of that task's own two output units. Plain
+    :class:`~tl_hf.regularizers.LwF` sees the training forward's logits, which ``task_ids`` masks down to the current
+    task's units -- units the teacher never trained -- so the masking is undone here with an unmasked forward."""
+    from tl_hf.regularizers import LwF
+    from tl_hf.regularizers.lwf import kd_loss
+
+    class MultiHeadLwF(LwF):
+        def end_task(self, model, dataset, **kwargs) -> None:
+            super().end_task(model, dataset, **kwargs)
+            self.tasks_seen = getattr(self, "tasks_seen", 0) + 1
+
+        def extra_loss(self, model, inputs, step):
+            x, c = inputs["pixel_values"], self.config
+            student = step.unwrap(model)(pixel_values=x)["logits"]
+            with torch.no_grad():
+                teacher = self.teacher(pixel_values=x)["logits"]
+            old = [list(p) for p in pairs[:self.tasks_seen]]
+            loss = sum(kd_loss(student[:, p], teacher[:, p], c.temperature) for p in old) / len(old)
+            self.last_loss = float(loss.detach())
+            return c.weight * loss
+
+    return MultiHeadLwF(weight=weight, temperature=LWF_T)
+
+
+def method_specs(method: str, anchor_path: str | None, strength, scenario: str = "class_il"):
+    if method == "lwf":
+        if scenario == "task_il":
+            return [multi_head_lwf(strength)]
+        return [{"name": "lwf", "weight": strength, "temperature": LWF_T}]
+    if method.startswith("der"):  # der_<budget> (alpha) / derpp_<budget> ((alpha, beta)); replay batch = train batch
+        alpha, beta = (strength, 0.0) if method.startswith("der_") else strength
+        return [{"name": "der", "budget": int(method.split("_")[1]), "selection": "class_balanced",
+                 "alpha": alpha, "beta": beta, "batch_size": 64, "seed": 0}]
     if method == "naive":
         return []
     if method == "ewc_empirical":
@@ -126,7 +159,7 @@ def run_one(images, labels, scenario: str, method: str, seed: int, args, workdir
                  lr_scheduler_type="constant", weight_decay=0.0, logging_steps=10_000, seed=seed)
     out = os.path.join(workdir, f"{scenario}_{method}_{seed}_{strength}")
     runner = ContinualRunner(model, tasks, scenario="class_incremental", output_dir=out,
-                             regularizers=method_specs(method, anchors.get((scenario, seed)), strength),
+                             regularizers=method_specs(method, anchors.get((scenario, seed)), strength, scenario),
                              training_args=train,
                              trainer_kwargs={"layer_map": MLP_LAYER_MAP}, num_labels=10, plot=False)
     t0 = time.perf_counter()
@@ -165,7 +198,7 @@ def plot(table, methods, scenarios, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(methods)), 3.6))
     w = 0.8 / len(scenarios)
     for i, sc in enumerate(scenarios):
         ys = [table[f"{sc}/{m}"]["acc_mean"] for m in methods]
@@ -183,14 +216,88 @@ def plot(table, methods, scenarios, path: Path) -> None:
     plt.close(fig)
 
 
+def fmt_strength(v) -> str:
+    return f"α {v[0]:g} β {v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"
+
+
+def tune(images, labels, sc, methods, args, work, anchors, show) -> tuple[list, dict]:
+    """Strengths: the best ACC of a tuning run on another split (seed TUNE_SEED) over ``GRID``, per scenario/method."""
+    tuning, chosen = [], {}
+    tune_seed = TUNE_SEED if not args.small else 0
+    if "l2sp" in methods:
+        run_one(images, labels, sc, "naive", tune_seed, args, work, anchors)  # L2-SP's anchors
+    for m in [m for m in GRID if m in methods or m in {TUNE_AS.get(x) for x in methods}]:
+        best = None
+        for v in (GRID[m] if not args.small else GRID[m][1:2]):
+            r = run_one(images, labels, sc, m, tune_seed, args, work, anchors, v)
+            tuning.append(r)
+            show(r, "[tune] ")
+            if best is None or r["ACC"] > best[0] + 1e-9:
+                best = (r["ACC"], v)
+        chosen[f"{sc}/{m}"] = best[1]
+    for m, src in TUNE_AS.items():
+        if f"{sc}/{src}" in chosen:
+            chosen[f"{sc}/{m}"] = chosen[f"{sc}/{src}"]
+    return tuning, chosen
+
+
+def merged(path: Path, runs, tuning, chosen, cells) -> tuple[list, list, dict]:
+    """The rows of an earlier results file for every (scenario, method) cell not rerun now, plus the new ones."""
+    import json
+
+    old = json.loads(path.read_text()) if path.exists() else {}
+    keep = [r for r in old.get("runs", []) if (r["scenario"], r["method"]) not in cells]
+    keep_t = [r for r in old.get("tuning_runs", []) if (r["scenario"], r["method"]) not in cells
+              and (r["scenario"], r["method"]) not in {(s, TUNE_AS.get(m)) for s, m in cells}]
+    ch = {**old.get("settings", {}).get("chosen_strengths", {}), **chosen}
+    return keep + runs, keep_t + tuning, ch
+
+
+def docs_table(table, chosen, methods, scenarios) -> str:
+    lines = ["## Split-MNIST (`benchmarks/split_mnist.py`)", "",
+             "5 digit-pair tasks, MLP 784-400-400-10, 4 epochs per task (batch 64, lr 1e-3), 3 seeds (mean ± std of "
+             "the mean final accuracy over the 5 tasks, and BWT). **Non-standard split:** only the MNIST test set is "
+             "available offline; each pair is split 80/20 into train/eval (~1,600 / ~400). Task-IL = one output "
+             "unit pair per task (others masked); class-IL = argmax over all 10 units. "
+             "EWC / online EWC (γ=1): 1,024-example Fisher; L2-SP anchored at the weights after task 1 (output layer "
+             "exempt). Replay = class-balanced memory, interleaved at ratio 0.5. LwF: T = 2, teacher = the model "
+             "after the previous task (task-IL: distilled per earlier task through its own two units). DER / DER++: "
+             "class-balanced memory storing logits, replay batch 64 per step (α·MSE of the logits, + β·CE for DER++); "
+             "DER / DER++ strengths tuned at budget 500 and reused at 100. Strengths "
+             "picked per scenario from a grid by ACC on another split (seed 100): "
+             + ", ".join(f"{k} {fmt_strength(v)}" for k, v in chosen.items() if k.split("/")[1] not in TUNE_AS) + ".",
+             "", "| method | task-IL ACC (%) | task-IL BWT | class-IL ACC (%) | class-IL BWT | van de Ven & Tolias 2019 "
+             "task-IL / class-IL | van de Ven et al. 2022 class-IL |", "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        cells = []
+        for sc in scenarios:
+            c = table.get(f"{sc}/{m}")
+            cells += [f"{c['acc_mean']:.1f} ± {c['acc_std']:.1f}", f"{c['bwt_mean']:+.1f}"] if c else ["-", "-"]
+        pub = " / ".join(f"~{PUBLISHED[sc][m]}" if m in PUBLISHED[sc] else "-" for sc in scenarios)
+        pub22 = f"~{PUBLISHED_2022['class_il'][m]}" if m in PUBLISHED_2022["class_il"] else "-"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {pub} | {pub22} |")
+    lines += ["", "![Split-MNIST](img/split_mnist.png)"]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true", help="smoke run: 1 seed, 2 tasks, 1 epoch; docs untouched")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=400)
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated subset of the rows (tuned and rerun; the results file keeps the other rows)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of task_il,class_il")
     ap.add_argument("--data-root", default=None, help="default: $TL_HF_DATA_ROOT, else ../shared/data")
     args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    bad = [m for m in methods if m not in METHODS] + [s for s in scenarios if s not in SCENARIOS]
+    if bad:
+        ap.error(f"unknown methods/scenarios {bad}; methods: {METHODS}, scenarios: {SCENARIOS}")
+    if "l2sp" in methods and "naive" not in methods:
+        methods.insert(0, "naive")  # the naive run writes L2-SP's anchors
     args.tasks = 5
     if args.small:
         args.seeds, args.epochs, args.tasks = 1, 1, 2
@@ -200,8 +307,6 @@ def main(argv=None) -> int:
 
     transformers.logging.set_verbosity_error()
     images, labels = load_mnist_idx(args.data_root)
-    methods = ["naive", "ewc_empirical", "ewc_exact", "online_ewc", "l2sp", "replay_100", "replay_500"]
-    scenarios = ["task_il", "class_il"]
     runs, anchors, tuning, chosen = [], {}, [], {}
     t0 = time.perf_counter()
 
@@ -211,58 +316,39 @@ def main(argv=None) -> int:
               f"{r['ACC']:.4f} BWT {bwt} final {[round(x, 3) for x in r['final']]} ({r['wall_s']} s)", flush=True)
 
     with tempfile.TemporaryDirectory() as work:
-        tune_seed = TUNE_SEED if not args.small else 0
-        for sc in scenarios:  # strengths: best ACC on a tuning split (another seed), one value per scenario and method
-            run_one(images, labels, sc, "naive", tune_seed, args, work, anchors)
-            for m, grid in GRID.items():
-                best = None
-                for v in (grid if not args.small else grid[1:2]):
-                    r = run_one(images, labels, sc, m, tune_seed, args, work, anchors, v)
-                    tuning.append(r)
-                    show(r, "[tune] ")
-                    if best is None or r["ACC"] > best[0] + 1e-9:
-                        best = (r["ACC"], v)
-                chosen[f"{sc}/{m}"] = best[1]
+        for sc in scenarios:
+            t, c = tune(images, labels, sc, methods, args, work, anchors, show)
+            tuning += t
+            chosen.update(c)
         for seed in range(args.seeds):
             for sc in scenarios:
                 for m in methods:  # naive first: it writes L2-SP's anchors
                     r = run_one(images, labels, sc, m, seed, args, work, anchors, chosen.get(f"{sc}/{m}"))
                     runs.append(r)
                     show(r)
-    table = summarize(runs, methods, scenarios)
-    settings = {"seeds": args.seeds, "epochs_per_task": args.epochs, "hidden": args.hidden, "tasks": args.tasks,
-                "batch": 64, "lr": 1e-3, "grid": GRID, "tune_seed": TUNE_SEED, "chosen_strengths": chosen,
-                "online_gamma": 1.0, "fisher_samples": 1024,
-                "split": "MNIST t10k only, 80/20 per pair"}
     if args.small:
-        print(table)
+        print(summarize(runs, methods, scenarios))
         return 0
+    from common import RESULTS
+
+    cells = {(sc, m) for sc in scenarios for m in methods}
+    runs, tuning, chosen = merged(RESULTS / "split_mnist.json", runs, tuning, chosen, cells)
+    all_methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    table = summarize(runs, all_methods, SCENARIOS)
+    settings = {"seeds": args.seeds, "epochs_per_task": args.epochs, "hidden": args.hidden, "tasks": args.tasks,
+                "batch": 64, "lr": 1e-3, "grid": GRID, "tune_as": TUNE_AS, "tune_seed": TUNE_SEED,
+                "chosen_strengths": chosen, "online_gamma": 1.0, "fisher_samples": 1024, "lwf_temperature": LWF_T,
+                "der_replay_batch": 64, "split": "MNIST t10k only, 80/20 per pair",
+                "last_invocation": {"methods": methods, "scenarios": scenarios,
+                                    "wall_s": round(time.perf_counter() - t0, 1)}}
     write_result("split_mnist", {"settings": settings, "table": table, "runs": runs, "tuning_runs": tuning,
                                  "published_van_de_ven_tolias_2019_rounded": PUBLISHED,
-                                 "wall_s": round(time.perf_counter() - t0, 1)})
-    plot(table, methods, scenarios, Path(__file__).resolve().parents[1] / "docs" / "img" / "split_mnist.png")
-    lines = ["## Split-MNIST (`benchmarks/split_mnist.py`)", "",
-             "5 digit-pair tasks, MLP 784-400-400-10, 4 epochs per task (batch 64, lr 1e-3), 3 seeds (mean ± std of "
-             "the mean final accuracy over the 5 tasks, and BWT). **Non-standard split:** only the MNIST test set is "
-             "available offline; each pair is split 80/20 into train/eval (~1,600 / ~400). Task-IL = one output "
-             "unit pair per task (others masked); class-IL = argmax over all 10 units. "
-             "EWC / online EWC (γ=1): 1,024-example Fisher; L2-SP anchored at the weights after task 1 (output layer "
-             "exempt); strengths "
-             "picked per scenario from a grid by ACC on another split (seed 100): "
-             + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
-             + ". Replay = class-balanced memory, interleaved at ratio 0.5.", "",
-             "| method | task-IL ACC (%) | task-IL BWT | class-IL ACC (%) | class-IL BWT | van de Ven & Tolias task-IL / "
-             "class-IL |", "|---|---|---|---|---|---|"]
-    for m in methods:
-        cells = []
-        for sc in scenarios:
-            c = table[f"{sc}/{m}"]
-            cells += [f"{c['acc_mean']:.1f} ± {c['acc_std']:.1f}", f"{c['bwt_mean']:+.1f}"]
-        pub = " / ".join(f"~{PUBLISHED[sc][m]}" if m in PUBLISHED[sc] else "-" for sc in scenarios)
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {pub} |")
-    lines += ["", "![Split-MNIST](img/split_mnist.png)"]
-    update_docs_section("split_mnist", "\n".join(lines))
-    print("\n".join(lines))
+                                 "published_van_de_ven_et_al_2022_rounded": PUBLISHED_2022})
+    have = [m for m in all_methods if all(f"{sc}/{m}" in table for sc in SCENARIOS)]
+    plot(table, have, SCENARIOS, Path(__file__).resolve().parents[1] / "docs" / "img" / "split_mnist.png")
+    text = docs_table(table, chosen, all_methods, SCENARIOS)
+    update_docs_section("split_mnist", text)
+    print(text)
     return 0
 
 
