@@ -25,7 +25,7 @@ BENCHMARKS = {
     "split_mnist": "--small",
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
     "fisher_cost_vision": "--small", "vision_strategies": "--small", "vision_cost": "--small",
-    "method_costs": "--small",
+    "method_costs": "--small", "robust_ft": "--small",
 }
 
 

