@@ -335,8 +335,9 @@ def report(rows: list[dict]) -> str:
     if "ood" in tab:
         lines += ["| row (grid ood) | SST-2 dev (%) | CR (%) | IMDB (%) | wall per cell (s) | seeds |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {_fmt(c['sst2'])} | {_fmt(c['cr'])} | {_fmt(c['imdb'])} | {c['wall_s_mean']:.0f} | "
-                  f"{len(c['seeds'])} |" for n, c in tab["ood"].items()]
+        lines += [f"| {n}{' of ' + '/'.join(c['source']) if 'source' in c else ''} | {_fmt(c['sst2'])} | "
+                  f"{_fmt(c['cr'])} | {_fmt(c['imdb'])} | {c['wall_s_mean']:.0f} | {len(c['seeds'])} |"
+                  for n, c in tab["ood"].items()]
     for grid in ("rte", "sst2_500"):
         if grid in tab:
             lines += ["", f"| row ({grid}) | dev mean ± std (%) | worst seed | degenerate | wall per cell (s) | "

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
     "fisher_cost_vision": "--small", "vision_strategies": "--small", "vision_cost": "--small",
     "method_costs": "--small", "robust_ft": "--small",
+    "nlp_families": "--small",
 }
 
 

@@ -44,6 +44,8 @@ def test_wise_source_is_the_best_mean_dev_row_and_needs_every_seed():
     rows = [_ood(r, s, acc + 0.01 * s) for r, acc in zip(robust_ft.FT_ROWS, (0.84, 0.86, 0.855, 0.85))
             for s in range(3)]
     assert robust_ft.wise_source(rows) == "llrd"
+    rows.append({**_ood("wise_0.5", 0, 0.85), "source": "llrd"})
+    assert "| wise_0.5 of llrd | 85.0 ± 0.0 (min 85.0) | 70.0 ± 0.0 (min 70.0) |" in robust_ft.report(rows)
     assert robust_ft.wise_source(rows, forced="lp_ft") == "lp_ft"
     with pytest.raises(SystemExit, match="lp_ft: 2 of 3"):
         robust_ft.wise_source([r for r in rows if not (r["row"] == "lp_ft" and r["seed"] == 2)])
