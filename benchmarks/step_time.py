@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, step_timer, update_docs_section, write_result  # noqa: E402
+from common import Lockstep, median, paired_ratios, step_timer, update_docs_section, write_result  # noqa: E402
 
 VARIANTS = ("plain", "transfer_llrd", "feature_extraction", "top2")
 
@@ -88,72 +87,6 @@ def _tiny_bert():
         max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
 
 
-class _Lockstep:
-    """Runs several trainers in threads that take turns one optimizer step at a time (a baton passed at every
-    ``on_step_begin``), so their steps interleave within milliseconds and a slow drift of the machine hits every
-    variant alike. A step's time runs from getting the baton to the next ``on_step_begin``: forward, backward,
-    optimizer, callbacks, logging and the next batch's loading, nothing of the other trainers."""
-
-    def __init__(self, names) -> None:
-        import threading
-
-        self.names, self.active, self.turn = list(names), set(names), names[0]
-        self.cond = threading.Condition()
-        self.times = {n: [] for n in names}
-
-    def callback(self, name: str):
-        from transformers import TrainerCallback
-
-        lock, start = self, {}
-
-        class Turn(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kw):
-                now = time.perf_counter()
-                if name in start:
-                    lock.times[name].append(now - start[name])
-                lock._pass(name)
-                start[name] = time.perf_counter()
-
-            def on_train_end(self, args, state, control, **kw):
-                lock.times[name].append(time.perf_counter() - start[name])
-                lock._pass(name, done=True)
-
-        return Turn()
-
-    def _pass(self, name: str, done: bool = False) -> None:
-        with self.cond:
-            if done:
-                self.active.discard(name)
-            order = self.names[self.names.index(name) + 1:] + self.names[:self.names.index(name) + 1]
-            self.turn = next((n for n in order if n in self.active), None)
-            self.cond.notify_all()
-            if not done:
-                self.cond.wait_for(lambda: self.turn == name)
-
-    def run(self, trainers: dict) -> dict[str, list[float]]:
-        import threading
-
-        errors = []
-
-        def go(n):
-            try:
-                with self.cond:
-                    self.cond.wait_for(lambda: self.turn == n)
-                trainers[n].train()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-                self._pass(n, done=True)
-
-        threads = [threading.Thread(target=go, args=(n,)) for n in self.names]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return self.times
-
-
 def tiny_trainer(name: str, steps: int, out: str, callback):
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -181,7 +114,7 @@ def tiny_trainer(name: str, steps: int, out: str, callback):
 
 
 def run_tiny_round(steps: int, warmup: int, out: str, order) -> dict[str, list[float]]:
-    lock = _Lockstep(order)
+    lock = Lockstep(order)
     trainers = {v: tiny_trainer(v, warmup + steps, out, lock.callback(v)) for v in order}
     return {v: t[warmup:] for v, t in lock.run(trainers).items()}
 
@@ -211,7 +144,7 @@ def main_tiny(args) -> int:
                 times[v] += t
                 per_round[v].append(median(t))
                 # steps i of every variant ran next to each other: the median of the paired ratios
-                paired[v].append(median([b / a for a, b in zip(got["plain"], t)]))
+                paired[v].append(median(paired_ratios(got["plain"], t)))
             print(f"round {r}: " + ", ".join(f"{v} {per_round[v][-1] * 1e3:.2f} ms" for v in TINY_VARIANTS),
                   flush=True)
     ratios = {v: paired[v] for v in TINY_VARIANTS[1:]}
