@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "step_time": "--small", "penalty_overhead": "--quick", "fisher_cost": "--small", "memory": "--small",
     "cached_features": "--small", "cached_features_ddp": "--small", "time_to_accuracy": "--small",
-    "split_mnist": "--small",
+    "split_mnist": "--small", "split_cifar10": "--small",
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
     "fisher_cost_vision": "--small", "vision_strategies": "--small", "vision_cost": "--small",
     "method_costs": "--small", "robust_ft": "--small",
