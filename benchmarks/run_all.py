@@ -25,7 +25,7 @@ BENCHMARKS = {
     "split_mnist": "--small", "split_cifar10": "--small",
     "text_sequence": "--small", "sst2_strategies": "--small", "dinov2_layers": "--small",
     "fisher_cost_vision": "--small", "vision_strategies": "--small", "vision_cost": "--small",
-    "method_costs": "--small", "robust_ft": "--small",
+    "method_costs": "--small", "robust_ft": "--small", "vision_bn_diagnosis": "--small",
     "nlp_families": "--small",
 }
 

@@ -17,6 +17,7 @@ One row per invocation, appended to ``benchmarks/results/vision_bn_diagnosis.jso
 
     python benchmarks/vision_bn_diagnosis.py --strategy plain --seed 0 --bn train    # ~1.5 min on 2 cores
     python benchmarks/vision_bn_diagnosis.py --strategy plain --seed 0 --bn frozen
+    python benchmarks/vision_bn_diagnosis.py --small   # smoke: both --bn modes on 16 / 16 images, 1 step, writes nothing
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def recompute_bn_stats(model, dataset, collator, batch_size: int = 32) -> None:
     model.eval()
 
 
-def run(strategy: str, seed: int, bn: str) -> dict:
+def run(strategy: str, seed: int, bn: str, small: bool = False) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        tr, s = build_cell("hymenoptera", "mobilenetv2", strategy, seed, out)
+        tr, s = build_cell("hymenoptera", "mobilenetv2", strategy, seed, out, small=small)
         if bn == "frozen":
             for m in _bns(tr.model):
                 m.register_forward_pre_hook(_keep_eval)
@@ -92,10 +93,15 @@ def main(argv=None) -> int:
     ap.add_argument("--strategy", default="plain", choices=("plain", "top_k", "llrd", "lp_ft"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn", default="train", choices=("train", "frozen"))
+    ap.add_argument("--small", action="store_true", help="smoke: both --bn modes on tiny data; writes nothing")
     args = ap.parse_args(argv)
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if args.small:
+        for bn in ("train", "frozen"):
+            print(json.dumps(run(args.strategy, args.seed, bn, small=True)), flush=True)
+        return 0
     row = run(args.strategy, args.seed, args.bn)
     print(json.dumps(row), flush=True)
     append_jsonl(JSONL, row)
