@@ -203,7 +203,34 @@ def report(rows: list[dict]) -> dict:
         print(f"{key}: {a['accuracy_mean']:.1f} ± {a['accuracy_std']:.1f} (n={a['n']}), wall {a['wall_s_mean']:.0f} s, "
               f"{a['train_s_per_epoch_mean']:.1f} s/epoch, trainable {a['trainable_params_start']:,} -> "
               f"{a['trainable_params_end']:,} of {a['total_params']:,}")
+    for ds, bb in sorted({tuple(k.split("/")[:2]) for k in agg}):
+        print(f"\n{ds} / {bb}:\n" + markdown_table(agg, rows, ds, bb))
     return agg
+
+
+LABELS = {"plain": "plain `transformers.Trainer`, full FT", "fe_last": "feature extraction, last block (cached)",
+          "fe_best": "feature extraction, best block (cached)", "top_k": "top-k + LLRD", "llrd": "full + LLRD",
+          "lp_ft": "LP-FT (probe, then full + LLRD)"}
+
+
+def markdown_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> str:
+    """The docs table of one (dataset, backbone): mean ± std, per-seed accuracies, times, trainable parameters."""
+    lines = ["| strategy | accuracy (%) mean ± std | per seed | wall time (s, mean) | training s / epoch | "
+             "trainable params |", "|---|---|---|---|---|---|"]
+    for st in STRATEGIES:
+        a = agg.get(f"{dataset}/{backbone}/{st}")
+        if a is None:
+            continue
+        seeds = sorted((r["seed"], r["accuracy"] * 100) for r in rows
+                       if (r["dataset"], r["backbone"], r["strategy"]) == (dataset, backbone, st))
+        start, end = a["trainable_params_start"], a["trainable_params_end"]
+        params = f"{start:,} of {a['total_params']:,}" if start == end else \
+            f"{start:,} then {end:,} of {a['total_params']:,}"
+        label = LABELS[st].replace("best block", f"block {SETTINGS[dataset][backbone]['fe_best']}")
+        lines.append(f"| {label} | {a['accuracy_mean']:.1f} ± {a['accuracy_std']:.1f} (n={a['n']}) | "
+                     f"{' / '.join(f'{acc:.1f}' for _, acc in seeds)} | {a['wall_s_mean']:.0f} | "
+                     f"{a['train_s_per_epoch_mean']:.1f} | {params} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
