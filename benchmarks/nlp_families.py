@@ -18,7 +18,7 @@ during training, one at the end.
 | dataset | task, shipped config | train / eval rows | epochs (steps, batch) | lr | tl_hf strategy | seeds | est. min |
 |---|---|---|---|---|---|---|---|
 | glue_rte | pairs, rte_minilm.yaml | 2,490 / dev 277 | 1 (156, 16) | 5e-5 | top 4 of 6 + LLRD 0.9 | 0,1,2 | 3.5 |
-| glue_mrpc | pairs, none (RTE's recipe) | 3,668 / dev 408 | 1 (230, 16) | 5e-5 | top 4 of 6 + LLRD 0.9 | 0,1,2 | 3.5 |
+| glue_mrpc | pairs, mrpc_minilm.yaml (full + LLRD; the cell uses RTE's top-4 recipe, fixed before that config) | 3,668 / dev 408 | 1 (230, 16) | 5e-5 | top 4 of 6 + LLRD 0.9 | 0,1,2 | 3.5 |
 | glue_stsb | regression, stsb_minilm.yaml | 5,749 / dev 1,500 | 1 (180, 32) | 5e-5 | full + LLRD 0.9 | 0,1,2 | 3.5 |
 | wnut17 | tokens, wnut17_minilm.yaml | 3,394 / test 1,287 | 1 (107, 32) | 1e-4 | full + LLRD 0.9 | 0,1,2 | 3.5 |
 | squad | QA, squad_minilm.yaml | 700 / 250 questions | 1 (~60, 16) | 1e-4 | full + LLRD 0.9 (*) | 0 | 4.5 |
@@ -293,7 +293,34 @@ def report(rows: list[dict]) -> dict:
     for ds, d in diffs.items():
         print(f"{ds}: tl_hf - plain {d['tl_hf_minus_plain']:+.1f} points (per seed "
               f"{', '.join(f'{v:+.1f}' for v in d['per_seed'].values())}), wall ratio {d['wall_ratio']:.2f}")
+    print("\n" + markdown_table(table, diffs))
     return table
+
+
+def markdown_table(table: dict, diffs: dict) -> str:
+    """The docs table: per dataset, plain vs tl_hf (mean ± std, n, degenerate runs), the paired difference, the
+    wall times, and the published number beside them."""
+    lines = ["| dataset | metric | plain `Trainer` | tl_hf | tl_hf - plain (per seed) | wall s plain / tl_hf | "
+             "published |", "|---|---|---|---|---|---|---|"]
+
+    def cell(a):
+        if a is None:
+            return "not run"
+        deg = f", degenerate {a['degenerate_runs']}/{a['n']}" if "degenerate_runs" in a else ""
+        return f"{a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}{deg})"
+
+    for ds in SETTINGS:
+        p, t = table.get(f"{ds}/plain"), table.get(f"{ds}/tl_hf")
+        if p is None and t is None:
+            continue
+        d = diffs.get(ds)
+        diff = f"{d['tl_hf_minus_plain']:+.1f} ({', '.join(f'{v:+.1f}' for v in d['per_seed'].values())})" \
+            if d else "-"
+        wall = " / ".join(f"{a['wall_s_mean']:.0f}" if a else "-" for a in (p, t))
+        pub = PUBLISHED[ds]
+        lines.append(f"| {ds} | {SETTINGS[ds]['main']} | {cell(p)} | {cell(t)} | {diff} | {wall} | "
+                     f"{pub['score']} {pub['metric']}, {pub['model']} |")
+    return "\n".join(lines)
 
 
 def plan(done: list[dict], prefix: str = "") -> list[tuple[str, float]]:
