@@ -51,9 +51,14 @@ class ReachedLoading(BaseException):
     """Raised by the stubbed data loaders: validation passed (BaseException: the CLI does not turn it into exit 2)."""
 
 
+class ReachedTraining(BaseException):
+    """Raised by the stubbed ``Trainer.train``: a case got past every loader stub, which is a gap in ``LOADERS``."""
+
+
 LOADERS = [("tl_hf.run.data.text", "load_text_classification"), ("tl_hf.run.data.images", "load_image_classification"),
            ("tl_hf.run.data.mnist", "load_mnist_idx"), ("tl_hf.run.tasks.continual.data", "prepare_text"),
-           ("tl_hf.run.tasks.continual.mnist", "prepare_mnist"), ("tl_hf.run.data.tokens", "load_token_data")]
+           ("tl_hf.run.tasks.continual.mnist", "prepare_mnist"), ("tl_hf.run.data.tokens", "load_token_data"),
+           ("tl_hf.run.data.squad", "load_qa"), ("tl_hf.run.data.multilabel", "load_multilabel")]
 
 
 @pytest.fixture
@@ -74,11 +79,36 @@ def stub_loaders(monkeypatch):
     def reached(*args, **kwargs):
         raise ReachedLoading()
 
+    def reached_training(*args, **kwargs):
+        raise ReachedTraining("a fuzz case reached Trainer.train: add its task's data loader to LOADERS")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.Trainer, "train", reached_training)
+
     for mod_name, mod in list(sys.modules.items()):
         if mod_name.startswith("tl_hf") and mod is not None:
             for attr, value in list(vars(mod).items()):
                 if any(value is t for t in targets):
                     monkeypatch.setattr(mod, attr, reached)
+
+
+@pytest.mark.parametrize("src", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_stops_at_a_stubbed_loader(src, tmp_path, stub_loaders, monkeypatch, capsys):
+    """The harness's own guard: each unmutated shipped config stops at a stubbed loader, or is refused before it (the
+    image configs name model folders relative to the repo or written by another recipe, absent from this working
+    directory). A task whose loader
+    is missing from ``LOADERS`` would make the fuzz cases below train for real (minutes each) instead of stopping."""
+    from tl_hf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        rc = main(["run", str(src), f"training.output_dir={tmp_path / 'out'}"])
+    except ReachedLoading:
+        return
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(r"model directory not found|is not a local directory", err), f"{src.name}: {err}"
 
 
 def _leaves(node, path=()):
