@@ -51,6 +51,12 @@ def update_docs_section(name: str, markdown: str) -> None:
     DOCS.write_text(text)
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A docs table: the header, the ``|---|`` rule, one line per row (cells as ``str``)."""
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
+
+
 def train_step(model, batch, opt, reg=None, extra_loss=None) -> None:
     """One optimizer step as TransferTrainer takes it: forward, backward, the regularizer's penalty gradient, clip,
     step, zero_grad. ``extra_loss(model)`` is added to the loss (the naive autograd penalty)."""

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, append_jsonl, read_jsonl, write_result
+from common import RESULTS, append_jsonl, markdown_table as docs_table, read_jsonl, write_result
 
 JSONL = RESULTS / "nlp_families.jsonl"
 STRATEGIES = ("plain", "tl_hf")
@@ -291,17 +291,20 @@ def report(rows: list[dict]) -> dict:
         print(f"{key}: {a['metric']} {a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}: {seeds}){deg}, "
               f"wall {a['wall_s_mean']:.0f} s; published {PUBLISHED[ds]['score']} ({PUBLISHED[ds]['model']})")
     for ds, d in diffs.items():
-        print(f"{ds}: tl_hf - plain {d['tl_hf_minus_plain']:+.1f} points (per seed "
-              f"{', '.join(f'{v:+.1f}' for v in d['per_seed'].values())}), wall ratio {d['wall_ratio']:.2f}")
+        print(f"{ds}: tl_hf - plain {d['tl_hf_minus_plain']:+.1f} points (per seed {_per_seed(d)}), "
+              f"wall ratio {d['wall_ratio']:.2f}")
     print("\n" + markdown_table(table, diffs))
     return table
+
+
+def _per_seed(diff: dict) -> str:
+    """The paired per-seed differences of one dataset, signed: ``+1.2, -0.4, ...``."""
+    return ", ".join(f"{v:+.1f}" for v in diff["per_seed"].values())
 
 
 def markdown_table(table: dict, diffs: dict) -> str:
     """The docs table: per dataset, plain vs tl_hf (mean ± std, n, degenerate runs), the paired difference, the
     wall times, and the published number beside them."""
-    lines = ["| dataset | metric | plain `Trainer` | tl_hf | tl_hf - plain (per seed) | wall s plain / tl_hf | "
-             "published |", "|---|---|---|---|---|---|---|"]
 
     def cell(a):
         if a is None:
@@ -309,18 +312,19 @@ def markdown_table(table: dict, diffs: dict) -> str:
         deg = f", degenerate {a['degenerate_runs']}/{a['n']}" if "degenerate_runs" in a else ""
         return f"{a['mean']:.1f} ± {a['std']:.1f} (n={a['n']}{deg})"
 
+    rows = []
     for ds in SETTINGS:
         p, t = table.get(f"{ds}/plain"), table.get(f"{ds}/tl_hf")
         if p is None and t is None:
             continue
         d = diffs.get(ds)
-        diff = f"{d['tl_hf_minus_plain']:+.1f} ({', '.join(f'{v:+.1f}' for v in d['per_seed'].values())})" \
-            if d else "-"
+        diff = f"{d['tl_hf_minus_plain']:+.1f} ({_per_seed(d)})" if d else "-"
         wall = " / ".join(f"{a['wall_s_mean']:.0f}" if a else "-" for a in (p, t))
         pub = PUBLISHED[ds]
-        lines.append(f"| {ds} | {SETTINGS[ds]['main']} | {cell(p)} | {cell(t)} | {diff} | {wall} | "
-                     f"{pub['score']} {pub['metric']}, {pub['model']} |")
-    return "\n".join(lines)
+        rows.append([ds, SETTINGS[ds]["main"], cell(p), cell(t), diff, wall,
+                     f"{pub['score']} {pub['metric']}, {pub['model']}"])
+    return docs_table(["dataset", "metric", "plain `Trainer`", "tl_hf", "tl_hf - plain (per seed)",
+                       "wall s plain / tl_hf", "published"], rows)
 
 
 def plan(done: list[dict], prefix: str = "") -> list[tuple[str, float]]:

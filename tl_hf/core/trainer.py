@@ -16,6 +16,7 @@ from tl_hf.core.distributed_checks import check_deepspeed
 from tl_hf.core.feature_cache_trainer import FeatureCacheMixin
 from tl_hf.core.feature_layer import prepare_feature_layer
 from tl_hf.core.freezing import FreezingConfig, FreezingController
+from tl_hf.core.fsdp import check_fsdp, plain_replica
 from tl_hf.core.layers import LayerMap, get_layer_map
 from tl_hf.core.node_save import SaveOnEachNodeMixin
 from tl_hf.core.optim import LLRDConfig, group_lrs, param_groups_layer_decay
@@ -142,7 +143,6 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
     def _check_fsdp(self) -> None:
         """What tl_hf refuses under the FSDP this run got (or FSDP asked for but not running):
         :func:`tl_hf.core.fsdp.check_fsdp`."""
-        from tl_hf.core.fsdp import check_fsdp
 
         check_fsdp(self.args, self.accelerator, freezing_policy=self.freezing.policy, model=self.model,
                    regularizers=self.regularizers, averaging=self.averager is not None)
@@ -254,7 +254,6 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
             pass
         amp = torch.bfloat16 if self.args.bf16 else (torch.float16 if self.args.fp16 else None)
         kwargs.setdefault("autocast_dtype", amp)  # the Fisher sees the model as training does; sums stay fp32
-        from tl_hf.core.fsdp import plain_replica
 
         model = plain_replica(self.model)  # FSDP2: a full, unsharded copy (the DDP path then); else the model
         with progress_bars(not self.args.disable_tqdm):  # the Fisher pass shows a bar on the local main process

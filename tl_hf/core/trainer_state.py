@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tl_hf.core.fsdp import freeze_as_saved, full_state
 from tl_hf.core.state import STATE_FILE, atomic_write_json, read_json, refuse_untrusted_pickles, validate_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,6 @@ class CheckpointStateMixin:
 
     def _save_checkpoint(self, model, trial) -> None:
         self.check_finite("a checkpoint")  # before any of its files is written
-        from tl_hf.core.fsdp import full_state
 
         with full_state(self.regularizers):  # FSDP2: sharded state gathered on every rank, written once
             if self.args.should_save:
@@ -160,7 +160,6 @@ class CheckpointStateMixin:
             super()._load_rng_state(checkpoint)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
-        from tl_hf.core.fsdp import freeze_as_saved
 
         freeze_as_saved(self.freezer, self.model)  # FSDP2 loads the optimizer state strictly
         with refuse_untrusted_pickles(checkpoint):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from tl_hf.core.fsdp import as_float
+from tl_hf.core.fsdp import sum_as_float
 from tl_hf.regularizers.base import (CONTINUAL_TAG, Regularizer, RegularizerConfig, card_code, check_non_negative,
                                      foreach_params, register_regularizer)
 from tl_hf.regularizers.fisher import ESTIMATORS, estimate_fisher
@@ -173,7 +173,7 @@ class EWC(Regularizer):
             names = [n for n in fisher if n in self._names]
             diff = torch._foreach_sub([params[n].detach().float() for n in names], [anchors[n] for n in names])
             sq = torch._foreach_mul(diff, diff)
-            total += sum(as_float((fisher[n] * s).sum()) for n, s in zip(names, sq))  # FSDP2: all-reduced
+            total += sum_as_float((fisher[n] * s).sum() for n, s in zip(names, sq))  # FSDP2: all-reduced
         return 0.5 * self.config.lambda_ * total
 
     # -- state ----------------------------------------------------------------------------------------------------

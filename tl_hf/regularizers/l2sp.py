@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tl_hf._errors import one_line
-from tl_hf.core.fsdp import as_float
+from tl_hf.core.fsdp import sum_as_float
 from tl_hf.regularizers.base import (Regularizer, RegularizerConfig, card_code, check_non_negative, foreach_params,
                                      register_regularizer)
 
@@ -107,8 +107,8 @@ class L2SP(Regularizer):
     @torch.no_grad()
     def penalty_value(self, model) -> float:
         params = dict(model.named_parameters())
-        sp = sum(as_float((params[n].float() - a).pow(2).sum()) for n, a in self.anchors.items())  # FSDP2: reduced
-        new = sum(as_float(params[n].float().pow(2).sum()) for n in self.new if n in params)
+        sp = sum_as_float((params[n].float() - a).pow(2).sum() for n, a in self.anchors.items())  # FSDP2: reduced
+        new = sum_as_float(params[n].float().pow(2).sum() for n in self.new if n in params)
         return 0.5 * (self.config.alpha * sp + self.config.beta * new)
 
     def state_dict(self):
