@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
 
 TARGET_RATIO, TARGET_ACC = 0.05, 0.5
 
@@ -179,11 +179,10 @@ def markdown(p: dict, raw_path: str) -> str:
     labels = {"uncached": "uncached (default: backbone dropout active)",
               "uncached_no_backbone_dropout": "uncached, backbone dropout 0 (head dropout 0.1)",
               "cached": "cached (`cache_features: true`)"}
-    lines = ["| run | epoch 1 (s) | further epochs, median (s) | dev accuracy |", "|---|---|---|---|"]
-    for k, r in rows.items():
-        first = r["epochs_s"][0] + r.get("cache_build_s", 0.0)
-        lines.append(f"| {labels[k]} | {first:.1f} | {median(r['epochs_s'][1:] or r['epochs_s']):.2f} | "
-                     f"{100 * r['accuracy']:.2f} % |")
+    table = markdown_table(["run", "epoch 1 (s)", "further epochs, median (s)", "dev accuracy"],
+                           [[labels[k], f"{r['epochs_s'][0] + r.get('cache_build_s', 0.0):.1f}",
+                             f"{median(r['epochs_s'][1:] or r['epochs_s']):.2f}", f"{100 * r['accuracy']:.2f} %"]
+                            for k, r in rows.items()])
     return ("## Cached backbone outputs for feature extraction (`benchmarks/cached_features.py`)\n\n"
             f"MiniLM (all-MiniLM-L6-v2), SST-2: {s['train_examples']:,} training sentences (seeded subset), "
             f"{s['eval_examples']:,} dev sentences, batch {s['batch']}, max length {s['max_length']} (dynamic "
@@ -192,7 +191,7 @@ def markdown(p: dict, raw_path: str) -> str:
             f"epoch 1 includes the caching pass ({c['cache_build_s']:.1f} s; {c['cache_mib']:.0f} MiB of float32 "
             f"outputs of {', '.join(c['cached_modules'])}). Timings on a shared 2-core machine drift by tens of "
             "percent between runs.\n\n"
-            + "\n".join(lines) + "\n\n" + verdict(p) + "\n\n"
+            + table + "\n\n" + verdict(p) + "\n\n"
             "The cache holds the backbone's eval-mode outputs (dropout off), so a cached run reproduces the uncached "
             "run without backbone dropout (second row); the head's own dropout is applied in both.\n\n"
             "Command: `python benchmarks/cached_features.py` (CI smoke: `--small`). "

@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
 
 
 def worker(out: str, n_train: int, epochs: int, global_batch: int) -> None:
@@ -115,19 +115,18 @@ def launch(procs: int, threads: int, tmp: Path, n_train: int, epochs: int, batch
 
 def markdown(p: dict, raw: str) -> str:
     s, runs = p["settings"], p["runs"]
-    lines = ["| setup | rows computed per process | caching pass (s) | further epoch, median (s) | train() (s) |",
-             "|---|---|---|---|---|"]
-    for r in runs:
-        lines.append(f"| {r['processes']} process{'es' if r['processes'] > 1 else ''} x "
-                     f"{r['threads_per_process']} thread{'s' if r['threads_per_process'] > 1 else ''} | "
-                     f"{' / '.join(str(c) for c in r['computed_per_process'])} | {r['cache_s']:.1f} | "
-                     f"{r['further_epoch_median_s']:.2f} | {r['train_s']:.1f} |")
+    table = markdown_table(
+        ["setup", "rows computed per process", "caching pass (s)", "further epoch, median (s)", "train() (s)"],
+        [[f"{r['processes']} process{'es' if r['processes'] > 1 else ''} x "
+          f"{r['threads_per_process']} thread{'s' if r['threads_per_process'] > 1 else ''}",
+          " / ".join(str(c) for c in r["computed_per_process"]), f"{r['cache_s']:.1f}",
+          f"{r['further_epoch_median_s']:.2f}", f"{r['train_s']:.1f}"] for r in runs])
     one, one2, two = runs
     return ("## The feature cache with 2 processes vs 1 (`benchmarks/cached_features_ddp.py`)\n\n"
             f"MiniLM (all-MiniLM-L6-v2), SST-2: {s['train_examples']:,} training sentences, max length 64, global "
             f"batch {s['global_batch']}, {s['epochs']} epochs, `cache_features: true`; CPU (2 cores), gloo for 2 "
             "processes. Under DDP each process computes its own half of the cache and the halves are exchanged.\n\n"
-            + "\n".join(lines) + "\n\n"
+            + table + "\n\n"
             f"2 processes x 1 thread vs 1 process x 1 thread: caching pass {two['cache_s'] / one['cache_s']:.2f}x, "
             f"further cached epoch {two['further_epoch_median_s'] / one['further_epoch_median_s']:.2f}x; vs 1 process "
             f"x 2 threads (the same 2 cores): caching pass {two['cache_s'] / one2['cache_s']:.2f}x, further epoch "

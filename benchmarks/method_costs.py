@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
 
 TARGETS = {"lwf": ("plain", 1.6), "der_pp": ("replay", 1.3), "ema": ("plain", 1.05), "replay": ("plain", None)}
 
@@ -183,12 +183,12 @@ def measure_wise_ft(model, eval_n, rounds):
 
 def _markdown(res, settings, path) -> str:
     s, r = res["steps"], res["steps"]["ratios"]
-    rows = [f"| {k} | {s['step_s'][k]['median']:.3f} | " + (
-        "- | - | - |" if k not in r else
-        f"{r[k]['median']:.3f} vs {r[k]['vs']} | {r[k]['min']:.3f} - {r[k]['max']:.3f} "
-        f"(IQR {r[k]['q1']:.3f} - {r[k]['q3']:.3f}) | "
-        + ("-" if r[k]['target'] is None else
-           f"<= {r[k]['target']}: {'met' if r[k]['median'] <= r[k]['target'] else '**missed**'}") + " |")
+    rows = [[k, f"{s['step_s'][k]['median']:.3f}", *(
+        ["-", "-", "-"] if k not in r else
+        [f"{r[k]['median']:.3f} vs {r[k]['vs']}", f"{r[k]['min']:.3f} - {r[k]['max']:.3f} "
+         f"(IQR {r[k]['q1']:.3f} - {r[k]['q3']:.3f})",
+         "-" if r[k]['target'] is None else
+         f"<= {r[k]['target']}: {'met' if r[k]['median'] <= r[k]['target'] else '**missed**'}"])]
             for k in s["step_s"]]
     w = res["wise_ft"]
     ema_ms = s["ema_update_alone_s"]["median"] * 1000
@@ -204,8 +204,8 @@ def _markdown(res, settings, path) -> str:
             "min - max over rounds and the interquartile range. LwF: pretrained teacher, the student's logits from "
             "the training forward; replay (term mode) and DER++ (alpha 0.3, beta 0.5): budget 200, replay batch 16, "
             "equal for both; EMA: decay 0.999 over every trainable weight.\n\n"
-            "| variant | median step (s) | ratio | spread over rounds | target |\n|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n\n" + ema_note +
+            + markdown_table(["variant", "median step (s)", "ratio", "spread over rounds", "target"], rows)
+            + "\n\n" + ema_note +
             f"WiSE-FT on {w['eval_n']} eval examples x {settings['seq_len']} tokens (eval batch 64, "
             f"`wise_ft_sweep` over alphas {w['alphas']} through `TransferTrainer.evaluate`, {settings['wise_rounds']} "
             f"rounds): {w['per_alpha_s']['median']:.2f} s per alpha against {w['plain_eval_s']['median']:.2f} s for "

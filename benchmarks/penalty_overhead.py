@@ -19,7 +19,14 @@ import time
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import median, train_step, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, train_step, update_docs_section, write_result  # noqa: E402
+
+
+def overhead_table(rows: dict) -> str:
+    """The docs table: median step and ratio to the no-penalty baseline per variant, with the target."""
+    return markdown_table(["variant", "median step (s)", "ratio to no penalty", "target"],
+                          [[k, f"{r['median_s']:.3f}", f"{r['ratio']:.3f}",
+                            "-" if k in ("baseline", "naive_autograd_ewc") else "≤ 1.05"] for k, r in rows.items()])
 
 
 def main(argv=None) -> int:
@@ -94,16 +101,12 @@ def main(argv=None) -> int:
         print(payload["variants"].keys(), {k: round(v["ratio"], 3) for k, v in rows.items()})
         return 0
     path = write_result("penalty_overhead", payload)
-    lines = ["| variant | median step (s) | ratio to no penalty | target |", "|---|---|---|---|"]
-    for k, r in rows.items():
-        target = "-" if k in ("baseline", "naive_autograd_ewc") else "≤ 1.05"
-        lines.append(f"| {k} | {r['median_s']:.3f} | {r['ratio']:.3f} | {target} |")
     md = ("## Penalty overhead per step (`benchmarks/penalty_overhead.py`)\n\n"
           f"MiniLM ({n_params / 1e6:.1f} M params), batch 32 x 64 tokens, full fine-tuning, fused AdamW, {steps} timed "
           f"steps per variant (interleaved), median. EWC penalty gradient alone: {median(iso) * 1000:.0f} ms "
           f"({median(iso) / base:.1%} of a baseline step; the step ratios also carry run-to-run noise of a few "
           "percent on a shared 2-core machine).\n\n"
-          + "\n".join(lines) + f"\n\nRaw numbers: `{path.relative_to(path.parent.parent.parent)}`.")
+          + overhead_table(rows) + f"\n\nRaw numbers: `{path.relative_to(path.parent.parent.parent)}`.")
     print(md)
     if not args.quick:
         update_docs_section("penalty_overhead", md)

@@ -46,8 +46,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, append_jsonl, masked_outputs, read_jsonl, task_mask, update_docs_section,  # noqa: E402
-                    with_task_ids, write_result)
+from common import (RESULTS, append_jsonl, markdown_table, masked_outputs, read_jsonl, task_mask,  # noqa: E402
+                    update_docs_section, with_task_ids, write_result)
 from split_mnist import method_specs, summarize  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "mobilenetv2-imagenet"
@@ -206,9 +206,8 @@ def docs_section(table, runs, lam) -> str:
              f"memory of 200 with logits, replay batch {s['replay_batch']}, α {s['derpp'][0]:g} / β "
              f"{s['derpp'][1]:g} (chosen on Split-MNIST, not re-tuned). Seeds {', '.join(map(str, seeds))} "
              "(mean ± std of the mean final accuracy over the 5 tasks; BWT in points). One run per invocation, "
-             "each under the CPU lock; raw rows: `benchmarks/results/split_cifar10.json`.", "",
-             "| method | task-IL ACC (%) | task-IL BWT | class-IL ACC (%) | class-IL BWT | seeds | van de Ven "
-             "task-IL (from scratch) |", "|---|---|---|---|---|---|---|"]
+             "each under the CPU lock; raw rows: `benchmarks/results/split_cifar10.json`.", ""]
+    table_rows = []
     for m in METHODS:
         cells, n = [], []
         for sc in SCENARIOS:
@@ -216,7 +215,9 @@ def docs_section(table, runs, lam) -> str:
             cells += [f"{c['acc_mean']:.1f} ± {c['acc_std']:.1f}", f"{c['bwt_mean']:+.1f}"] if c else ["-", "-"]
             n.append(str(c["n"]) if c else "0")
         pub = f"{PUBLISHED_TASK_IL[m]}" if m in PUBLISHED_TASK_IL else "-"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {' / '.join(n)} | {pub} |")
+        table_rows.append([m, *cells, " / ".join(n), pub])
+    lines.append(markdown_table(["method", "task-IL ACC (%)", "task-IL BWT", "class-IL ACC (%)", "class-IL BWT",
+                                 "seeds", "van de Ven task-IL (from scratch)"], table_rows))
     lines += ["", f"Accuracy matrices R[i][j] (%, accuracy on task j after training task i), seed {seeds[0]}:", ""]
     for sc in SCENARIOS:
         for m in METHODS:

@@ -47,7 +47,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import masked_outputs, task_mask, update_docs_section, with_task_ids, write_result  # noqa: E402
+from common import (markdown_table, masked_outputs, task_mask, update_docs_section, with_task_ids,  # noqa: E402
+                    write_result)
 
 PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 #: strengths are chosen per scenario by the ACC of a tuning run on another split (seed TUNE_SEED) over these grids
@@ -266,8 +267,8 @@ def docs_table(table, chosen, methods, scenarios) -> str:
              "DER / DER++ strengths tuned at budget 500 and reused at 100. Strengths "
              "picked per scenario from a grid by ACC on another split (seed 100): "
              + ", ".join(f"{k} {fmt_strength(v)}" for k, v in chosen.items() if k.split("/")[1] not in TUNE_AS) + ".",
-             "", "| method | task-IL ACC (%) | task-IL BWT | class-IL ACC (%) | class-IL BWT | van de Ven & Tolias 2019 "
-             "task-IL / class-IL | van de Ven et al. 2022 class-IL |", "|---|---|---|---|---|---|---|"]
+             ""]
+    table_rows = []
     for m in methods:
         cells = []
         for sc in scenarios:
@@ -275,7 +276,10 @@ def docs_table(table, chosen, methods, scenarios) -> str:
             cells += [f"{c['acc_mean']:.1f} ± {c['acc_std']:.1f}", f"{c['bwt_mean']:+.1f}"] if c else ["-", "-"]
         pub = " / ".join(f"~{PUBLISHED[sc][m]}" if m in PUBLISHED[sc] else "-" for sc in scenarios)
         pub22 = f"~{PUBLISHED_2022['class_il'][m]}" if m in PUBLISHED_2022["class_il"] else "-"
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {pub} | {pub22} |")
+        table_rows.append([m, *cells, pub, pub22])
+    lines.append(markdown_table(["method", "task-IL ACC (%)", "task-IL BWT", "class-IL ACC (%)", "class-IL BWT",
+                                 "van de Ven & Tolias 2019 task-IL / class-IL", "van de Ven et al. 2022 class-IL"],
+                                table_rows))
     lines += ["", "![Split-MNIST](img/split_mnist.png)"]
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, append_jsonl, read_jsonl, update_docs_section, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, markdown_table, read_jsonl, update_docs_section, write_result  # noqa: E402
 
 STRATEGIES = ("plain", "llrd", "feature_extraction", "gradual")
 EPOCHS = {500: 5, 2000: 2, 8000: 1}
@@ -120,6 +120,13 @@ def run_cell(strategy: str, size: int, seed: int, train, dev, tok, small: bool) 
             "steps": res.global_step, "train_loss": res.training_loss, "lr": LR[strategy]}
 
 
+def strategies_table(table: dict, sizes: list[int]) -> str:
+    """The docs table: one row per training-set size, dev accuracy (%) of each strategy as mean ± std (min, n)."""
+    return markdown_table(["examples", *STRATEGIES], [
+        [f"{s:,}", *("-" if c is None else f"{c['mean']:.1f} ± {c['std']:.1f} (min {c['min']:.1f}, n={c['n']})"
+                     for c in (table.get(f"{s}/{st}") for st in STRATEGIES))] for s in sizes])
+
+
 def report(rows: list[dict]) -> None:
     sizes = sorted({r["size"] for r in rows})
     table = {}
@@ -163,13 +170,7 @@ def report(rows: list[dict]) -> None:
              "extraction 2e-3 (head only), gradual = LLRD + top-down unfreezing of one depth level every 1/7 of the "
              "steps. Dev accuracy (%) as mean ± std (and the worst seed) over the seeds. Training times are in the JSON "
              "but not compared here: the runs shared the machine with other jobs.", "",
-             "| examples | " + " | ".join(STRATEGIES) + " |", "|---" * (len(STRATEGIES) + 1) + "|"]
-    for s in sizes:
-        cells = []
-        for st in STRATEGIES:
-            c = table.get(f"{s}/{st}")
-            cells.append("-" if c is None else f"{c['mean']:.1f} ± {c['std']:.1f} (min {c['min']:.1f}, n={c['n']})")
-        lines.append(f"| {s:,} | " + " | ".join(cells) + " |")
+             strategies_table(table, sizes)]
     lines += ["", "![SST-2 strategies](img/sst2_strategies.png)", "",
               f"Raw numbers: `{res.relative_to(res.parents[2])}` (one row per run in `sst2_strategies.jsonl`).",
               ]

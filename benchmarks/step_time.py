@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Lockstep, median, paired_ratios, step_timer, update_docs_section, write_result  # noqa: E402
+from common import (Lockstep, markdown_table, median, paired_ratios, step_timer, update_docs_section,  # noqa: E402
+                    write_result)
 
 VARIANTS = ("plain", "transfer_llrd", "feature_extraction", "top2")
 
@@ -126,6 +127,33 @@ def _spread(xs: list[float]) -> dict[str, float]:
     return {"median": median(xs), "min": min(xs), "max": max(xs), "q1": q[0], "q3": q[2]}
 
 
+def tiny_table(med: dict, spread: dict, target: float, met: bool) -> str:
+    """The docs table of the tiny-model run: median step per variant, its ratio to plain Trainer and the spread."""
+    names = {"plain_llrd_groups": "plain Trainer + the same LLRD optimizer groups",
+             "transfer_llrd": "TransferTrainer + LLRD (0.9)"}
+    rows = [["plain `transformers.Trainer`", f"{med['plain'] * 1e3:.2f}", "1.000", "-", "-", "-"]]
+    for v, sp in spread.items():
+        tgt = f"≤ {target} ({'met' if met else 'MISSED'})" if v == "transfer_llrd" else "-"
+        rows.append([names[v], f"{med[v] * 1e3:.2f}", f"{sp['median']:.3f}", f"{sp['min']:.3f} - {sp['max']:.3f}",
+                     f"{sp['q1']:.3f} - {sp['q3']:.3f}", tgt])
+    return markdown_table(["variant", "median step (ms)", "ratio to plain: median over rounds", "min - max",
+                           "q1 - q3", "target"], rows)
+
+
+def step_table(med: dict, ratios: dict, met: dict) -> str:
+    """The docs table of the MiniLM run: LLRD's step time against plain Trainer, and the freezing speed-ups."""
+    return markdown_table(["variant", "median step (s)", "ratio", "target", "met"], [
+        ["plain `transformers.Trainer`, full fine-tuning", f"{med['plain']:.3f}", "1.000", "-", "-"],
+        ["TransferTrainer + LLRD (0.9), full", f"{med['transfer_llrd']:.3f}",
+         f"{ratios['transfer_llrd_over_plain']:.3f} (time / plain)", "≤ 1.02",
+         "yes" if met["transfer_llrd_over_plain"] else "no"],
+        ["TransferTrainer, feature extraction", f"{med['feature_extraction']:.3f}",
+         f"{ratios['speedup_feature_extraction']:.2f}x faster", "≥ 2x",
+         "yes" if met["speedup_feature_extraction"] else "no"],
+        ["TransferTrainer, top 2 of 6 blocks + head", f"{med['top2']:.3f}", f"{ratios['speedup_top2']:.2f}x faster",
+         "≥ 1.4x", "yes" if met["speedup_top2"] else "no"]])
+
+
 def main_tiny(args) -> int:
     import tempfile
 
@@ -165,14 +193,6 @@ def main_tiny(args) -> int:
                      "timing": "lockstep threads, one step per turn; ratio = median of paired step ratios"},
         "median_step_s": med, "ratio_per_round": ratios, "ratio_spread": spread, "target": target,
         "target_met": met, "median_step_per_round_s": per_round})
-    names = {"plain_llrd_groups": "plain Trainer + the same LLRD optimizer groups",
-             "transfer_llrd": "TransferTrainer + LLRD (0.9)"}
-    rows = ["| variant | median step (ms) | ratio to plain: median over rounds | min - max | q1 - q3 | target |",
-            "|---|---|---|---|---|---|", f"| plain `transformers.Trainer` | {med['plain'] * 1e3:.2f} | 1.000 | - | - | - |"]
-    for v, sp in spread.items():
-        tgt = f"≤ {target} ({'met' if met else 'MISSED'})" if v == "transfer_llrd" else "-"
-        rows.append(f"| {names[v]} | {med[v] * 1e3:.2f} | {sp['median']:.3f} | {sp['min']:.3f} - {sp['max']:.3f} | "
-                    f"{sp['q1']:.3f} - {sp['q3']:.3f} | {tgt} |")
     md = ("## Per-step overhead on a tiny model (`benchmarks/step_time.py --tiny`)\n\n"
           f"A 2-block BERT from a config (hidden 32), batch 8 x 16 tokens, fused AdamW, one torch thread, "
           f"`logging_steps=50`; {args.rounds} rounds of {args.steps} timed steps per variant (after {args.warmup} "
@@ -181,7 +201,7 @@ def main_tiny(args) -> int:
           "them alike; a step's time is from its turn to its next `on_step_begin` (forward, backward, optimizer, "
           "callbacks, logging, the next batch). A round's ratio is the median over its steps of the paired ratio "
           "(step i of the variant / step i of plain Trainer); the table gives the median over rounds and its "
-          "spread.\n\n" + "\n".join(rows)
+          "spread.\n\n" + tiny_table(med, spread, target, met)
           + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
     update_docs_section("step_time_tiny", md)
     print(md)
@@ -237,20 +257,10 @@ def main(argv=None) -> int:
                                                   "rounds": args.rounds, "timed_steps_per_round": args.steps,
                                                   "warmup": args.warmup, "optim": "adamw_torch_fused"},
                                      "median_step_s": med, "ratios": ratios, "targets_met": met, "times_s": times})
-    rows = ["| variant | median step (s) | ratio | target | met |", "|---|---|---|---|---|",
-            f"| plain `transformers.Trainer`, full fine-tuning | {med['plain']:.3f} | 1.000 | - | - |",
-            f"| TransferTrainer + LLRD (0.9), full | {med['transfer_llrd']:.3f} | "
-            f"{ratios['transfer_llrd_over_plain']:.3f} (time / plain) | ≤ 1.02 | "
-            f"{'yes' if met['transfer_llrd_over_plain'] else 'no'} |",
-            f"| TransferTrainer, feature extraction | {med['feature_extraction']:.3f} | "
-            f"{ratios['speedup_feature_extraction']:.2f}x faster | ≥ 2x | "
-            f"{'yes' if met['speedup_feature_extraction'] else 'no'} |",
-            f"| TransferTrainer, top 2 of 6 blocks + head | {med['top2']:.3f} | {ratios['speedup_top2']:.2f}x faster | "
-            f"≥ 1.4x | {'yes' if met['speedup_top2'] else 'no'} |"]
     md = ("## Step time against plain Trainer, and freezing savings (`benchmarks/step_time.py`)\n\n"
           f"MiniLM, batch 32 x 64 tokens, fused AdamW; {args.rounds} rounds x {args.steps} timed steps per variant "
           "(after warm-up), median of step-to-step wall time (data, callbacks, logging and optimizer included).\n\n"
-          + "\n".join(rows) + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
+          + step_table(med, ratios, met) + f"\n\nRaw numbers: `{res.relative_to(res.parents[2])}`.")
     update_docs_section("step_time", md)
     print(md)
     return 0

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_docs_section, write_result  # noqa: E402
+from common import markdown_table, update_docs_section, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "configs" / "continual_text_minilm.yaml"
@@ -38,6 +38,21 @@ RUNS = [("task_incremental", "naive", []), ("task_incremental", "ewc", [EWC]), (
 #: also measurable with --only (not in the default run, to keep it under half an hour on 2 cores): class-incremental
 #: EWC and L2-SP (in class-incremental learning both are known to stay close to naive; van de Ven et al. 2022)
 EXTRA_RUNS = [("class_incremental", "ewc", [EWC]), ("class_incremental", "l2sp", [L2SP])]
+
+
+def sequence_table(rows: list[dict]) -> str:
+    """The docs table, one row per run: accuracy right after each task and at the end, ACC, BWT, forgetting."""
+    names = rows[0]["task_names"]
+    table = []
+    for r in rows:
+        R = r["R"]
+        fg = [v for v in r["forgetting"].values() if v is not None]
+        table.append([r["scenario"].replace("_incremental", "-IL"), r["method"],
+                      *(f"{R[j][j] * 100:.1f} → {R[-1][j] * 100:.1f}" for j in range(len(names))),
+                      f"{r['ACC'] * 100:.1f}", f"{r['BWT'] * 100:+.1f}",
+                      f"{(sum(fg) / len(fg) * 100 if fg else 0):.1f}"])
+    return markdown_table(["scenario", "method", *(f"{n}: after → final" for n in names), "ACC", "BWT",
+                           "avg forgetting"], table)
 
 
 def main(argv=None) -> int:
@@ -76,22 +91,13 @@ def main(argv=None) -> int:
         return 0
     res_path = write_result("text_sequence", {"config": str(CONFIG.relative_to(ROOT)), "runs": rows,
                                               "wall_s": round(time.perf_counter() - t_all, 1)})
-    names = rows[0]["task_names"]
     lines = ["## Text task sequence TREC → emotion → SST-2 (`benchmarks/text_sequence.py`)", "",
              "MiniLM, the shipped `recipes/configs/continual_text_minilm.yaml` (800 training / 400 eval examples per "
              "task, 2 epochs, lr 3e-4, LLRD 0.9, seed 42) with only the scenario and the regularizer changed. EWC: "
              "empirical Fisher over 200 examples, λ = 1e5; L2-SP: α = 0.1 towards the pretrained weights (untuned); "
              "replay: 240-example class-balanced memory interleaved at ratio 0.5 (class-incremental only). "
              "Accuracy (%) right after learning each task → at the end; forgetting = max earlier accuracy − final.",
-             "", "| scenario | method | " + " | ".join(f"{n}: after → final" for n in names)
-             + " | ACC | BWT | avg forgetting |", "|---" * (len(names) + 5) + "|"]
-    for r in rows:
-        R = r["R"]
-        cells = [f"{R[j][j] * 100:.1f} → {R[-1][j] * 100:.1f}" for j in range(len(names))]
-        fg = [v for v in r["forgetting"].values() if v is not None]
-        lines.append(f"| {r['scenario'].replace('_incremental', '-IL')} | {r['method']} | " + " | ".join(cells)
-                     + f" | {r['ACC'] * 100:.1f} | {r['BWT'] * 100:+.1f} | "
-                     f"{(sum(fg) / len(fg) * 100 if fg else 0):.1f} |")
+             "", sequence_table(rows)]
     lines += ["", f"Raw numbers (full accuracy matrices): `{res_path.relative_to(ROOT)}`."]
     update_docs_section("text_sequence", "\n".join(lines))
     print("\n".join(lines))

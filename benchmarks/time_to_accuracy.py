@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_docs_section, write_result  # noqa: E402
+from common import markdown_table, update_docs_section, write_result  # noqa: E402
 from sst2_strategies import build, load_sst2  # noqa: E402
 
 
@@ -49,6 +49,13 @@ def _stop_at(target: float, log: list):
                 control.should_training_stop = True
 
     return StopAtTarget()
+
+
+def accuracy_table(n: int, base_s: float, target: float, tk_s: float, steps: int, final: float) -> str:
+    """The docs table: plain Trainer's epoch (which sets the target) against the toolkit run stopped at it."""
+    return markdown_table(["run", "wall time (s)", "steps", "dev accuracy"], [
+        ["plain Trainer, full fine-tuning, 1 epoch", f"{base_s:.0f}", -(-n // 32), f"{target:.4f}"],
+        ["tl_hf fast recipe, stopped at the target", f"{tk_s:.0f}", steps, f"{final:.4f}"]])
 
 
 def main(argv=None) -> int:
@@ -114,9 +121,7 @@ def main(argv=None) -> int:
           + f"LLRD 0.9 from {args.lr:g}, a linear schedule over {args.epochs:g} epoch(s) of the same 8,000 examples, "
           f"length-grouped batches, dev evaluation (the same 872 sentences, sorted by length) every {args.eval_every} "
           "steps, counted in its time; it stops at the target.\n\n"
-          "| run | wall time (s) | steps | dev accuracy |\n|---|---|---|---|\n"
-          f"| plain Trainer, full fine-tuning, 1 epoch | {base_s:.0f} | {-(-args.n // 32)} | {target:.4f} |\n"
-          f"| tl_hf fast recipe, stopped at the target | {tk_s:.0f} | {res.global_step} | {final:.4f} |\n\n"
+          + accuracy_table(args.n, base_s, target, tk_s, res.global_step, final) + "\n\n"
           f"Ratio {ratio:.2f} (target ≤ 0.5: {met}). Evaluations of the toolkit run: "
           + ", ".join(f"step {e['step']}: {e['eval_accuracy']:.4f}" for e in log)
           + f".\n\nRaw numbers: `{path.relative_to(path.parents[2])}`.")
