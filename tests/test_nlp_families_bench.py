@@ -95,11 +95,11 @@ def test_report_writes_table_pairs_and_published(monkeypatch, capsys):
     assert "glue_mrpc/plain: eval_accuracy 68.4" in out and "degenerate 1/1" in out and "+11.6 points" in out
 
 
-def test_markdown_table_has_one_row_per_dataset_run_and_says_what_is_missing():
+def test_families_table_has_one_row_per_dataset_run_and_says_what_is_missing():
     rows = [_row("glue_mrpc", st, 0, a, majority_rate=0.684) for st, a in [("plain", 0.684), ("tl_hf", 0.80)]]
     rows.append(_row("glue_stsb", "plain", 0, 0.5))
     table = nf.aggregate(rows)
-    lines = nf.markdown_table(table, nf.paired(table)).splitlines()
+    lines = nf.families_table(table, nf.paired(table)).splitlines()
     assert len(lines) == 2 + 2  # header, rule, mrpc, stsb
     assert "| glue_mrpc | eval_accuracy | 68.4 ± 0.0 (n=1, degenerate 1/1) | 80.0 ± 0.0 (n=1, degenerate 0/1) | " \
            "+11.6 (+11.6) |" in lines[2] and "88.9" in lines[2]

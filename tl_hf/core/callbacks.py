@@ -111,7 +111,6 @@ class RegularizerBinder(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-
         model = self.trainer.model
         for r in self.trainer.regularizers:
             r.bind(model)
