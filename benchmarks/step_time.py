@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (Lockstep, markdown_table, median, paired_ratios, step_timer, update_docs_section,  # noqa: E402
-                    write_result)
+                    write_result, yes_no)
 
 VARIANTS = ("plain", "transfer_llrd", "feature_extraction", "top2")
 
@@ -146,12 +146,12 @@ def step_table(med: dict, ratios: dict, met: dict) -> str:
         ["plain `transformers.Trainer`, full fine-tuning", f"{med['plain']:.3f}", "1.000", "-", "-"],
         ["TransferTrainer + LLRD (0.9), full", f"{med['transfer_llrd']:.3f}",
          f"{ratios['transfer_llrd_over_plain']:.3f} (time / plain)", "≤ 1.02",
-         "yes" if met["transfer_llrd_over_plain"] else "no"],
+         yes_no(met["transfer_llrd_over_plain"])],
         ["TransferTrainer, feature extraction", f"{med['feature_extraction']:.3f}",
          f"{ratios['speedup_feature_extraction']:.2f}x faster", "≥ 2x",
-         "yes" if met["speedup_feature_extraction"] else "no"],
+         yes_no(met["speedup_feature_extraction"])],
         ["TransferTrainer, top 2 of 6 blocks + head", f"{med['top2']:.3f}", f"{ratios['speedup_top2']:.2f}x faster",
-         "≥ 1.4x", "yes" if met["speedup_top2"] else "no"]])
+         "≥ 1.4x", yes_no(met["speedup_top2"])]])
 
 
 def main_tiny(args) -> int:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, update_docs_section, write_result  # noqa: E402
-from sst2_strategies import build, load_sst2  # noqa: E402
+from common import markdown_table, update_docs_section, write_result, yes_no  # noqa: E402
+from sst2_strategies import BATCH, build, load_sst2  # noqa: E402
 
 
 def _stop_at(target: float, log: list):
@@ -51,10 +51,11 @@ def _stop_at(target: float, log: list):
     return StopAtTarget()
 
 
-def accuracy_table(n: int, base_s: float, target: float, tk_s: float, steps: int, final: float) -> str:
+def accuracy_table(n: int, base_s: float, target: float, tk_s: float, steps: int, final: float,
+                   batch: int = BATCH) -> str:
     """The docs table: plain Trainer's epoch (which sets the target) against the toolkit run stopped at it."""
     return markdown_table(["run", "wall time (s)", "steps", "dev accuracy"], [
-        ["plain Trainer, full fine-tuning, 1 epoch", f"{base_s:.0f}", -(-n // 32), f"{target:.4f}"],
+        ["plain Trainer, full fine-tuning, 1 epoch", f"{base_s:.0f}", -(-n // batch), f"{target:.4f}"],
         ["tl_hf fast recipe, stopped at the target", f"{tk_s:.0f}", steps, f"{final:.4f}"]])
 
 
@@ -106,14 +107,14 @@ def main(argv=None) -> int:
     if args.small or args.target is not None:
         return 0
     path = write_result("time_to_accuracy", {
-        "settings": {"n_train": args.n, "eval_every": args.eval_every, "top_k": args.top_k, "batch": 32,
+        "settings": {"n_train": args.n, "eval_every": args.eval_every, "top_k": args.top_k, "batch": BATCH,
                      "max_length": 64, "baseline_lr": 5e-5, "toolkit_lr": args.lr, "llrd_decay": 0.9,
                      "toolkit_schedule_epochs": args.epochs, "dev": "same 872 sentences, sorted by length"},
         "baseline": {"train_s": round(base_s, 1), "dev_accuracy": target},
         "toolkit": {"train_s_incl_evals": round(tk_s, 1), "steps": res.global_step, "dev_accuracy": final,
                     "reached_target": reached, "eval_log": log},
         "ratio": ratio, "target_met": reached and ratio <= 0.5})
-    met = "yes" if reached and ratio <= 0.5 else "no"
+    met = yes_no(reached and ratio <= 0.5)
     md = ("## Time to accuracy on SST-2 (`benchmarks/time_to_accuracy.py`)\n\n"
           f"Target accuracy = what plain `transformers.Trainer` full fine-tuning reaches on {args.n:,} SST-2 training "
           "examples in one epoch (lr 5e-5, batch 32, max length 64), measured in the same run. Toolkit recipe: "
