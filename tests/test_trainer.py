@@ -156,3 +156,26 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(NonFiniteModelError, match="the last eval loss is nan"):
         tr.check_finite("the model", eval_loss=float("nan"))
     tr.check_finite("the model", eval_loss=0.5)
+
+
+@pytest.mark.parametrize("trainer_cls", [Trainer, TransferTrainer])
+def test_prediction_rows_keep_the_dataset_order_under_length_grouping(tmp_path, trainer_cls):
+    """transformers 5 groups *evaluation* batches by length under ``group_by_length`` as well, so plain ``Trainer``'s
+    ``predict`` returns the rows permuted (metrics survive, per-row outputs do not); TransferTrainer keeps the order."""
+    from transformers import DataCollatorWithPadding, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    n = 24
+    rows = [{"input_ids": list(range(1, 2 + (7 * i) % 13)), "labels": i} for i in range(n)]  # lengths 1-13, mixed
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, "[UNK]")),
+                                  pad_token="[PAD]")
+    args = training_args(tmp_path, per_device_eval_batch_size=4, train_sampling_strategy="group_by_length")
+    tr = trainer_cls(tiny_bert(num_labels=n), args, data_collator=DataCollatorWithPadding(tok))
+    out = tr.predict(rows)
+    order = out.label_ids.tolist()
+    assert sorted(order) == list(range(n))  # every row once
+    if trainer_cls is Trainer:
+        assert order != list(range(n))  # the upstream behaviour this guards against (if it changes, drop this line)
+    else:
+        assert order == list(range(n))
+        assert tr.get_eval_dataloader(rows).sampler.__class__.__name__ == "SequentialSampler"

@@ -217,6 +217,17 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
                     loss = loss + extra
         return (loss, outputs) if return_outputs else loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation and prediction in the dataset's order, also under ``train_sampling_strategy="group_by_length"``:
+        transformers 5 groups evaluation batches by length too, which permutes ``predict``'s rows against the dataset
+        (per-row outputs -- prediction files, QA answers, tagged tokens -- would then belong to other rows). Several
+        processes: transformers' default, accelerate's ordered sharding."""
+        from transformers.trainer_utils import has_length
+
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
     def get_train_dataloader(self):  # the feature cache's index wrapping: FeatureCacheMixin
         mixers = [r for r in self.regularizers if r.active and hasattr(r, "wrap_train_dataset")]
         if not mixers:
