@@ -96,7 +96,8 @@ def test_feature_extraction_of_a_sentence_transformers_folder_reads_mean_pooled_
     assert 0 <= res["eval_accuracy"] <= 1
     saved = tmp_path / "out"
     assert json.loads((saved / "config.json").read_text())["tl_hf_pooling"] == "mean"
-    assert "**pooling**: mean pooling" in (saved / "README.md").read_text()
+    card = (saved / "README.md").read_text()
+    assert "**pooling**: mean pooling" in card and "restore_pooling(model)" in card  # how to load it
     # the head read masked means: the saved model's logits are classifier(mean of the backbone's hidden states)
     import transformers as T
 

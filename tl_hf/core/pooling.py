@@ -20,10 +20,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["CONFIG_KEY", "MeanPooler", "apply_mean_pooling", "restore_pooling", "sentence_transformers_pooling"]
+__all__ = ["CONFIG_KEY", "LOAD_NOTE", "MeanPooler", "apply_mean_pooling", "restore_pooling",
+           "sentence_transformers_pooling"]
 
 #: the model-config attribute recording the pooling (saved in config.json)
 CONFIG_KEY = "tl_hf_pooling"
+#: how to load a mean-pooled model (the model card says it)
+LOAD_NOTE = ("to load it, call `tl_hf.core.pooling.restore_pooling(model)` after `from_pretrained`: a plain "
+             "transformers load gives the head an untrained [CLS] pooler instead")
 _MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
           "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
 

@@ -222,6 +222,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     import transformers
 
     from tl_hf.core.layers import get_layer_map
+    from tl_hf.core.pooling import LOAD_NOTE
     from tl_hf.run.outputs import is_main, push_model, write_card, write_results
     from tl_hf.run.pooling import apply_run_pooling
 
@@ -237,7 +238,7 @@ def _run_locked(cfg: RunConfig, task: ClassificationTask, args, checked, log: Ca
     trainer = build_trainer(cfg, model, args, llrd=llrd, freezing=freezing, train_dataset=built.train_dataset,
                             eval_dataset=built.eval_dataset, data_collator=built.data_collator,
                             processing_class=built.processing_class, compute_metrics=metrics)
-    trainer.robust_notes = [f"- **pooling**: {pooling}"] if pooling else []
+    trainer.robust_notes = [f"- **pooling**: {pooling}; {LOAD_NOTE}"] if pooling else []
     wise_init = _wise_ft_init(cfg, trainer, built)
     log(f"model {cfg.model.name_or_path}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{trainer.freezer.num_trainable():,} trainable; llrd decay {llrd.decay}, freezing {freezing.policy}; "
