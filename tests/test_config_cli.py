@@ -89,6 +89,9 @@ def test_main_config_loads():
     assert cfg.model.name_or_path.startswith("bundled:")
     assert cfg.training["output_dir"].startswith("outputs/")
     assert isinstance(cfg.training["learning_rate"], float) and cfg.llrd.decay < 1.0
+    # the measured default (docs/benchmarks.md, "The main job"): mean pooling and length-grouped batches
+    assert cfg.model.pooling == "mean" and cfg.training["train_sampling_strategy"] == "group_by_length"
+    assert cfg.training_arguments().train_sampling_strategy == "group_by_length"
 
 
 def test_overrides(tmp_path):
