@@ -6,15 +6,20 @@ Both run in this process, one after the other, on the same 8,000 training exampl
 
 1. **baseline**: plain ``Trainer``, full fine-tuning, lr 5e-5, batch 32, one epoch, linear schedule with 10 % warm-up,
    max length 64, dynamic padding. Its training wall time and final dev accuracy (the target) are recorded.
-2. **toolkit** (defaults): ``TransferTrainer``, all blocks trainable (``--top-k N`` freezes all but the top N),
-   LLRD 0.9 from a head lr of 2e-4, length-grouped batches (``train_sampling_strategy="group_by_length"``: less
-   padding), the same one-epoch schedule, and an evaluation on the dev set (the same sentences, sorted by length)
-   every 50 steps that stops training as soon as the dev accuracy reaches the baseline's. Its wall time includes
-   those evaluations. ``--target ACC`` skips the baseline (for trying recipes).
+2. **toolkit** (defaults): ``TransferTrainer``, the embeddings frozen and all 6 blocks trainable (``--freeze REGEX``
+   freezes the parameters it matches, ``--freeze ''`` none; ``--top-k N`` trains only the top N blocks), the head
+   reading the mean pooling all-MiniLM-L6-v2 was trained with (``--pooling cls``: the [CLS] pooler, as before
+   issue 12), LLRD 0.9 from a head lr of 2e-4, length-grouped batches
+   (``train_sampling_strategy="group_by_length"``: less padding), the same one-epoch schedule, and an evaluation on
+   the dev set (the same sentences, sorted by length) every 50 steps that stops training as soon as the dev accuracy
+   reaches the baseline's. Its wall time includes those evaluations. ``--target ACC`` skips the baseline (for trying
+   recipes); ``--lr``, ``--batch``, ``--epochs``, ``--freeze``, ``--top-k`` and ``--pooling`` change the toolkit's
+   recipe. Frozen embeddings make each step cheaper: the word embeddings are half of MiniLM's 22.7 M parameters, and
+   their dense gradient and AdamW update go.
 
-Target: toolkit time <= 0.5 x baseline time.
+Target: toolkit time <= 0.33 x baseline time (``TARGET``; it was 0.5 before issue 12).
 
-    python benchmarks/time_to_accuracy.py           # full (~6 min on an idle 2-core CPU)
+    python benchmarks/time_to_accuracy.py           # full (~6-11 min on a 2-core CPU)
     python benchmarks/time_to_accuracy.py --small   # smoke: 64 examples, docs untouched
 """
 
@@ -31,6 +36,9 @@ from common import markdown_table, update_docs_section, write_result, yes_no  # 
 from sst2_strategies import BATCH, build, load_sst2  # noqa: E402
 
 
+TARGET = 0.33  # toolkit time / plain Trainer time
+
+
 def _stop_at(target: float, log: list):
     from transformers import TrainerCallback
 
@@ -44,11 +52,21 @@ def _stop_at(target: float, log: list):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             acc = (metrics or {}).get("eval_accuracy")
             log.append({"step": state.global_step, "eval_accuracy": acc,
-                        "elapsed_s": round(time.perf_counter() - self.t0, 1)})
+                        "elapsed_s": round(time.perf_counter() - self.t0, 1),
+                        "eval_s": (metrics or {}).get("eval_runtime")})
             if acc is not None and acc >= target:
                 control.should_training_stop = True
 
     return StopAtTarget()
+
+
+def _pooling(mode: str):
+    """``prepare_model`` for the toolkit run: mean pooling (the pooling all-MiniLM-L6-v2 was trained with) or none."""
+    if mode == "cls":
+        return None
+    from tl_hf.core.pooling import apply_mean_pooling
+
+    return apply_mean_pooling
 
 
 def accuracy_table(n: int, base_s: float, target: float, tk_s: float, steps: int, final: float,
@@ -66,7 +84,13 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--top-k", type=int, default=0, help="trainable top blocks (0: all, i.e. no freezing)")
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--batch", type=int, default=BATCH, help="the toolkit run's training batch size")
+    ap.add_argument("--freeze", default="embeddings", metavar="REGEX",
+                    help="freeze the parameters whose names match (freezing policy 'patterns'; '' freezes nothing; "
+                         "--top-k replaces it)")
     ap.add_argument("--epochs", type=float, default=1.0, help="length of the toolkit's LR schedule, in epochs")
+    ap.add_argument("--pooling", choices=("cls", "mean"), default="mean",
+                    help="what the toolkit's head reads: the [CLS] pooler or the backbone's own mean pooling")
     ap.add_argument("--target", type=float, default=None, help="tuning only: skip the baseline, use this target")
     args = ap.parse_args(argv)
     if args.small:
@@ -91,10 +115,13 @@ def main(argv=None) -> int:
         else:
             target, base_s = args.target, float("nan")
         log: list = []
-        freezing = {"policy": "top_k", "k": args.top_k} if args.top_k else None
+        freezing = {"policy": "patterns", "exclude": [args.freeze]} if args.freeze else None
+        if args.top_k:
+            freezing = {"policy": "top_k", "k": args.top_k}
         tk = build("llrd", train, dev_sorted, tok, seed=0, epochs=args.epochs, out=out, lr=args.lr,
-                   freezing=freezing, callbacks=[_stop_at(target, log)],
+                   freezing=freezing, callbacks=[_stop_at(target, log)], prepare_model=_pooling(args.pooling),
                    extra_args={"eval_strategy": "steps", "eval_steps": args.eval_every,
+                               "per_device_train_batch_size": args.batch,
                                "train_sampling_strategy": "group_by_length"})
         t0 = time.perf_counter()
         res = tk.train()
@@ -107,23 +134,30 @@ def main(argv=None) -> int:
     if args.small or args.target is not None:
         return 0
     path = write_result("time_to_accuracy", {
-        "settings": {"n_train": args.n, "eval_every": args.eval_every, "top_k": args.top_k, "batch": BATCH,
-                     "max_length": 64, "baseline_lr": 5e-5, "toolkit_lr": args.lr, "llrd_decay": 0.9,
+        "settings": {"n_train": args.n, "eval_every": args.eval_every, "top_k": args.top_k,
+                     "frozen": None if args.top_k else (args.freeze or None),
+                     "batch": BATCH, "toolkit_batch": args.batch, "max_length": 64, "baseline_lr": 5e-5,
+                     "toolkit_lr": args.lr, "llrd_decay": 0.9, "pooling": args.pooling,
                      "toolkit_schedule_epochs": args.epochs, "dev": "same 872 sentences, sorted by length"},
         "baseline": {"train_s": round(base_s, 1), "dev_accuracy": target},
         "toolkit": {"train_s_incl_evals": round(tk_s, 1), "steps": res.global_step, "dev_accuracy": final,
                     "reached_target": reached, "eval_log": log},
-        "ratio": ratio, "target_met": reached and ratio <= 0.5})
-    met = yes_no(reached and ratio <= 0.5)
+        "ratio": ratio, "target": TARGET, "target_met": reached and ratio <= TARGET})
+    met = yes_no(reached and ratio <= TARGET)
     md = ("## Time to accuracy on SST-2 (`benchmarks/time_to_accuracy.py`)\n\n"
           f"Target accuracy = what plain `transformers.Trainer` full fine-tuning reaches on {args.n:,} SST-2 training "
           "examples in one epoch (lr 5e-5, batch 32, max length 64), measured in the same run. Toolkit recipe: "
-          + (f"top {args.top_k} of 6 blocks + head trainable, " if args.top_k else "all blocks trainable, ")
-          + f"LLRD 0.9 from {args.lr:g}, a linear schedule over {args.epochs:g} epoch(s) of the same 8,000 examples, "
+          + (f"top {args.top_k} of 6 blocks + head trainable, " if args.top_k
+             else f"parameters matching `{args.freeze}` frozen, the rest trainable, " if args.freeze
+             else "all blocks trainable, ")
+          + ("mean pooling of the last hidden states (the backbone's own pooling), " if args.pooling == "mean"
+             else "the [CLS] pooler, ")
+          + f"LLRD 0.9 from {args.lr:g}, batch {args.batch}, a linear schedule over {args.epochs:g} epoch(s) of the "
+          f"same {args.n:,} examples, "
           f"length-grouped batches, dev evaluation (the same 872 sentences, sorted by length) every {args.eval_every} "
           "steps, counted in its time; it stops at the target.\n\n"
           + accuracy_table(args.n, base_s, target, tk_s, res.global_step, final) + "\n\n"
-          f"Ratio {ratio:.2f} (target ≤ 0.5: {met}). Evaluations of the toolkit run: "
+          f"Ratio {ratio:.2f} (target ≤ {TARGET}: {met}). Evaluations of the toolkit run: "
           + ", ".join(f"step {e['step']}: {e['eval_accuracy']:.4f}" for e in log)
           + f".\n\nRaw numbers: `{path.relative_to(path.parents[2])}`.")
     update_docs_section("time_to_accuracy", md)
