@@ -17,7 +17,8 @@ separates them). ``lp``: linear probe, mean pooling (``1_Pooling``), the classif
 epochs, lr 1e-2. ``lp_sklearn``: the issue's reference on the same rows, sklearn ``LogisticRegression`` on the
 mean-pooled frozen features (deterministic: seed 0 only). ``lp_ft``: the ``lp`` probe, then everything from it as
 ``llrd_mean`` (its own 1-epoch schedule). ``wise_<alpha>``: WiSE-FT of the best fine-tuned row (``full`` / ``llrd`` /
-``llrd_mean`` / ``lp_ft`` with the highest mean SST-2 dev accuracy, or ``--wise-source``), evaluations only:
+``llrd_mean`` / ``lp_ft`` with the highest mean SST-2 dev accuracy, or ``--wise-source``; ``wise_lp_ft_<alpha>``:
+of ``lp_ft`` always), evaluations only:
 ``(1 - alpha) theta_init + alpha theta_ft`` per seed (``tl_hf.run.wise_ft.wise_ft_sweep``), theta_init as the library
 defines it: the model before fine-tuning (checkpoint backbone and pooler, the seeded fresh classifier), or the linear
 probe for ``lp_ft``. The fine-tuning cells save both states (safetensors) under ``--models-dir`` for these cells.
@@ -52,7 +53,9 @@ from sst2_strategies import build, load_glue  # noqa: E402
 
 FT_ROWS = ("full", "llrd", "llrd_mean", "lp_ft")  # the WiSE-FT candidates
 ALPHAS = (0.25, 0.5, 0.75)
-ROWS = {"ood": FT_ROWS[:3] + ("lp", "lp_sklearn", "lp_ft") + tuple(f"wise_{a}" for a in ALPHAS),
+WISE_LP_FT = "wise_lp_ft_"  # rows wise_lp_ft_<alpha>: WiSE-FT of lp_ft (from its probe), whichever row is best
+ROWS = {"ood": FT_ROWS[:3] + ("lp", "lp_sklearn", "lp_ft") + tuple(f"wise_{a}" for a in ALPHAS)
+        + tuple(f"{WISE_LP_FT}{a}" for a in ALPHAS),
         "rte": ("plain", "reinit1", "reinit2", "llrd")}
 ROWS["sst2_500"] = ROWS["rte"]
 SEEDS = {"ood": 3, "rte": 5, "sst2_500": 5}
@@ -227,7 +230,7 @@ def wise_source(done: list[dict], forced: str | None = None) -> str:
     return max(means, key=means.get)
 
 
-def _wise(alpha, seed, data, small, out, models_dir, source):
+def _wise(alpha, source, seed, data, small, out, models_dir):
     from safetensors.torch import load_file
 
     from tl_hf.run.wise_ft import wise_ft_sweep
@@ -249,12 +252,18 @@ def _wise(alpha, seed, data, small, out, models_dir, source):
             "theta_init": "the linear probe" if source == "lp_ft" else "the model before fine-tuning"}
 
 
+def wise_row(row: str, done=(), forced_source=None) -> tuple[float, str]:
+    """(alpha, source) of a WiSE-FT row: ``wise_lp_ft_<alpha>`` interpolates lp_ft, ``wise_<alpha>`` the best row."""
+    if row.startswith(WISE_LP_FT):
+        return float(row[len(WISE_LP_FT):]), "lp_ft"
+    return float(row[len("wise_"):]), wise_source(list(done), forced_source)
+
+
 def run_cell(grid, row, seed, data, *, small=False, models_dir=MODELS, done=(), forced_source=None) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         if row.startswith("wise_"):
-            res = _wise(float(row[len("wise_"):]), seed, data, small, out, models_dir,
-                        wise_source(list(done), forced_source))
+            res = _wise(*wise_row(row, done, forced_source), seed, data, small, out, models_dir)
         elif row == "lp":
             res = _lp(grid, seed, data, small, out)
         elif row == "lp_sklearn":
@@ -418,9 +427,9 @@ def smoke(data_root=None) -> int:
 
 def _check_alpha_one(rows: list[dict], data, models_dir: Path) -> None:
     keys = ("sst2_accuracy", "cr_accuracy", "imdb_accuracy")
-    for source in sorted({"lp_ft", rows[-1]["source"]}):
+    for source in sorted({"lp_ft"} | {r["source"] for r in rows if r["row"].startswith("wise_")}):
         with tempfile.TemporaryDirectory() as out:
-            end = _wise(1.0, 0, data, True, out, models_dir, source)
+            end = _wise(1.0, source, 0, data, True, out, models_dir)
         ft = next(r for r in rows if r["grid"] == "ood" and r["row"] == source)
         if any(end[k] != ft[k] for k in keys):
             raise AssertionError(f"WiSE-FT alpha 1 of {source} {[end[k] for k in keys]} != the fine-tuned model "

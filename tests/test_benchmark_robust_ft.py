@@ -12,8 +12,9 @@ import robust_ft  # noqa: E402
 
 def test_plan_has_every_cell_once_and_wise_after_the_rows_it_reads():
     cells = robust_ft.plan()
-    # ood: full, llrd, llrd_mean, lp, lp_ft x 3 seeds, lp_sklearn once, 3 alphas x 3; rte, sst2_500: 4 rows x 5
-    assert len(cells) == len(set(cells)) == (5 * 3 + 1 + 3 * 3) + 2 * (4 * 5)
+    # ood: full, llrd, llrd_mean, lp, lp_ft x 3 seeds, lp_sklearn once, 3 alphas x 3 of the best row and of lp_ft;
+    # rte, sst2_500: 4 rows x 5
+    assert len(cells) == len(set(cells)) == (5 * 3 + 1 + 2 * 3 * 3) + 2 * (4 * 5)
     first_wise = min(i for i, (_, r, _) in enumerate(cells) if r.startswith("wise_"))
     last_ft = max(i for i, (g, r, _) in enumerate(cells) if g == "ood" and r in robust_ft.FT_ROWS)
     assert last_ft < first_wise
@@ -47,5 +48,7 @@ def test_wise_source_is_the_best_mean_dev_row_and_needs_every_seed():
     rows.append({**_ood("wise_0.5", 0, 0.85), "source": "llrd"})
     assert "| wise_0.5 of llrd | 85.0 ± 0.0 (min 85.0) | 70.0 ± 0.0 (min 70.0) |" in robust_ft.report(rows)
     assert robust_ft.wise_source(rows, forced="lp_ft") == "lp_ft"
+    assert robust_ft.wise_row("wise_lp_ft_0.25", rows) == (0.25, "lp_ft")
+    assert robust_ft.wise_row("wise_0.75", rows) == (0.75, "llrd")
     with pytest.raises(SystemExit, match="lp_ft: 2 of 3"):
         robust_ft.wise_source([r for r in rows if not (r["row"] == "lp_ft" and r["seed"] == 2)])
