@@ -1,5 +1,6 @@
 """2-process (gloo) checks of the regularizers: the Fisher equals the single-process Fisher over the same examples,
-every rank builds the same replay memory, and a DDP run with EWC + L2-SP + replay keeps the ranks identical."""
+every rank builds the same replay memory, a DDP run with EWC + L2-SP + replay keeps the ranks identical, and LwF + EMA
+under DDP equal the same run in one process."""
 
 import json
 from pathlib import Path
@@ -65,3 +66,23 @@ def test_regularizers_under_two_processes(tmp_path):
     assert m0["sgd_loss"] == pytest.approx(loss, rel=1e-5), "DDP logged loss differs from the single-process loss"
     for n, p in single.named_parameters():
         torch.testing.assert_close(t0[f"sgd/{n}"], p.detach(), rtol=1e-5, atol=1e-6, msg=n)
+
+    # LwF + EMA under DDP: the distillation term and the average of 2 x 4 examples equal those of 8 in one process
+    from mp.regularizers_worker import LWF_EMA
+
+    tr = TransferTrainer(tiny_bert(num_labels=2, seed=0),
+                         training_args(tmp_path / "lwf_single", per_device_train_batch_size=8, max_steps=2,
+                                       optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+                                       max_grad_norm=0.0, train_sampling_strategy="sequential"),
+                         train_dataset=TokenDataset(n=16), **LWF_EMA)
+    tr.train()
+    losses = [h["lwf/loss"] for h in tr.state.log_history if "lwf/loss" in h]
+    assert len(losses) == 2 and losses[0] == pytest.approx(0.0, abs=1e-7) and losses[1] > 1e-6
+    assert m0["lwf_losses"] == m1["lwf_losses"] and m0["lwf_losses"] == pytest.approx(losses, rel=1e-4, abs=1e-9)
+    shadow = tr.averager.shadow
+    for n, p in tr.model.named_parameters():
+        assert torch.equal(t0[f"lwf/{n}"], t1[f"lwf/{n}"]) and torch.equal(t0[f"ema/{n}"], t1[f"ema/{n}"]), n
+        torch.testing.assert_close(t0[f"lwf/{n}"], p.detach(), rtol=1e-5, atol=1e-6, msg=n)
+        torch.testing.assert_close(t0[f"ema/{n}"], shadow[n], rtol=1e-5, atol=1e-6, msg=n)
+    moved = [n for n, p in tr.model.named_parameters() if not torch.equal(shadow[n], p.detach())]
+    assert moved, "the EMA equals the raw weights: the average did not average"

@@ -1,4 +1,4 @@
-"""2-process worker: Fisher estimation, replay memory and a regularized DDP training run.
+"""2-process worker: Fisher estimation, replay memory, a regularized DDP training run, and LwF + EMA under DDP.
 
 Run: python -m torch.distributed.run --nproc_per_node 2 tests/mp/regularizers_worker.py OUTDIR
 Each rank writes OUTDIR/rank{R}.safetensors (Fisher estimates, final weights) and OUTDIR/rank{R}.json.
@@ -22,6 +22,9 @@ def batches(ds, bs):
 
 
 CASES = [("empirical", True), ("exact", True), ("sampled", True), ("empirical", False), ("exact", False)]
+#: the LwF + EMA run's TransferTrainer arguments (the test repeats the run in one process)
+LWF_EMA = {"regularizers": [{"name": "lwf", "teacher": "pretrained", "weight": 1.0, "temperature": 2.0}],
+           "averaging": {"method": "ema", "decay": 0.5, "final_average": False}}
 
 
 def main(out: str) -> None:
@@ -69,6 +72,16 @@ def main(out: str) -> None:
     tr.train()
     meta["sgd_loss"] = next(h["loss"] for h in tr.state.log_history if "loss" in h)
     tensors.update({f"sgd/{k}": v.detach().clone() for k, v in plain.named_parameters()})
+    # LwF (pretrained teacher) + EMA under DDP: 2 SGD steps on 2 x 4 examples equal 2 steps on 8 in one process
+    lwf_args = TrainingArguments(output_dir=os.path.join(out, "lwf_ema"), use_cpu=True, ddp_backend="gloo", max_steps=2,
+                                 per_device_train_batch_size=4, learning_rate=0.5, optim="sgd",
+                                 lr_scheduler_type="constant", max_grad_norm=0.0, train_sampling_strategy="sequential",
+                                 save_strategy="no", report_to="none", seed=0, disable_tqdm=True, logging_steps=1)
+    tr = TransferTrainer(tiny_bert(num_labels=2, seed=0), lwf_args, train_dataset=TokenDataset(n=16), **LWF_EMA)
+    tr.train()
+    meta["lwf_losses"] = [h["lwf/loss"] for h in tr.state.log_history if "lwf/loss" in h]
+    tensors.update({f"lwf/{k}": v.detach().clone() for k, v in tr.model.named_parameters()})
+    tensors.update({f"ema/{k}": v.clone() for k, v in tr.averager.shadow.items()})
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, f"rank{rank}.safetensors"))
     Path(out, f"rank{rank}.json").write_text(json.dumps(meta))
 

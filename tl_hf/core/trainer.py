@@ -317,9 +317,21 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
                     v = r.penalty_value(self.model)
                     if v is not None:
                         logs[f"penalty/{r.name}"] = v
-                    if getattr(r, "last_loss", None) is not None:
-                        logs[f"{r.name}/loss"] = r.last_loss
+            logs.update(self._regularizer_losses())
         super().log(logs, start_time)
+
+    def _regularizer_losses(self) -> dict[str, float]:
+        """``{name}/loss`` of every active regularizer with a data term (LwF, replay, DER): its last micro-batch's
+        value, averaged over ranks like the Trainer's ``loss`` (each rank saw other examples). Called on every rank
+        (training-time logging is), so the collective is safe; the rank set is the same on all ranks."""
+        named = [(f"{r.name}/loss", r.last_loss) for r in self.regularizers
+                 if r.active and getattr(r, "last_loss", None) is not None]
+        if not named:
+            return {}
+        values = torch.tensor([v for _, v in named], dtype=torch.float64, device=self.args.device)
+        if self.args.world_size > 1:
+            values = self.accelerator.reduce(values, reduction="mean")
+        return {k: float(v) for (k, _), v in zip(named, values.tolist())}
 
 
 def depth_uses(llrd: LLRDConfig, freezing: FreezingConfig, reinit: ReinitConfig | None = None) -> list[str]:
