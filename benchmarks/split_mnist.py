@@ -117,7 +117,7 @@ def multi_head_lwf(weight: float, pairs=PAIRS):
                 teacher = self.teacher(pixel_values=x)["logits"]
             old = [list(p) for p in pairs[:self.tasks_seen]]
             loss = sum(kd_loss(student[:, p], teacher[:, p], c.temperature) for p in old) / len(old)
-            self.last_loss = float(loss.detach())
+            self.record_loss(loss)
             return c.weight * loss
 
     return MultiHeadLwF(weight=weight, temperature=LWF_T)

@@ -323,14 +323,14 @@ class TransferTrainer(CheckpointStateMixin, FeatureCacheMixin, SaveOnEachNodeMix
     def _regularizer_losses(self) -> dict[str, float]:
         """``{name}/loss`` of every active regularizer with a data term (LwF, replay, DER): its last micro-batch's
         value, averaged over ranks like the Trainer's ``loss`` (each rank saw other examples). Called on every rank
-        (training-time logging is), so the collective is safe; the rank set is the same on all ranks."""
-        named = [(f"{r.name}/loss", r.last_loss) for r in self.regularizers
-                 if r.active and getattr(r, "last_loss", None) is not None]
+        (training-time logging is), so the collective is safe; the rank set is the same on all ranks. The one device
+        sync of these values is here, at logging steps."""
+        named = [(f"{r.name}/loss", r.last_loss_tensor) for r in self.regularizers
+                 if r.active and r.last_loss_tensor is not None]
         if not named:
             return {}
-        values = torch.tensor([v for _, v in named], dtype=torch.float64, device=self.args.device)
-        if self.args.world_size > 1:
-            values = self.accelerator.reduce(values, reduction="mean")
+        values = torch.stack([t.float().to(self.args.device) for _, t in named])
+        values = self.accelerator.reduce(values, reduction="mean")
         return {k: float(v) for (k, _), v in zip(named, values.tolist())}
 
 

@@ -108,6 +108,20 @@ class Regularizer:
         self.config = config
         self._exempt = [re.compile(r) for r in config.exempt]
 
+    #: the last micro-batch's data term (LwF, replay, DER), detached where it was computed; the Trainer logs it as
+    #: ``<name>/loss`` (averaged over ranks) at logging steps only, so recording it costs no device sync per step
+    last_loss_tensor: torch.Tensor | None = None
+
+    def record_loss(self, loss: torch.Tensor) -> None:
+        """Keep ``loss`` (a data term, before its weight) for the ``<name>/loss`` log."""
+        self.last_loss_tensor = loss.detach()
+
+    @property
+    def last_loss(self) -> float | None:
+        """The last recorded data term as a float (a device sync: read it off the training step)."""
+        t = self.last_loss_tensor
+        return None if t is None else float(t)
+
     # -- hooks ----------------------------------------------------------------------------------------------------
     def bind(self, model: torch.nn.Module) -> None:
         """Check the state against ``model`` before training (raise a clear error on mismatch)."""

@@ -126,7 +126,7 @@ class DER(Replay):
             if labels is None:
                 raise ValueError("der++ (beta > 0) needs a 'labels' column in the memory")
             loss = loss + c.beta * F.cross_entropy(z.float(), labels.to(z.device))
-        self.last_loss = float(loss.detach())
+        self.record_loss(loss)
         return loss
 
     def card_summary(self) -> str:

@@ -71,7 +71,6 @@ class LwF(Regularizer):
         super().__init__(config, **kwargs)
         self.teacher: torch.nn.Module | None = None
         self._pending: dict[str, torch.Tensor] | None = None  # teacher weights restored from a checkpoint
-        self.last_loss: float | None = None
 
     # -- the teacher ----------------------------------------------------------------------------------------------
     def set_teacher(self, model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> None:
@@ -123,7 +122,7 @@ class LwF(Regularizer):
                              f"{tuple(student.shape)}: the head changed since the teacher was taken; LwF needs the "
                              "same head (class_incremental / domain_incremental, or one head for all tasks)")
         loss = kd_loss(student, teacher, self.config.temperature)
-        self.last_loss = float(loss.detach())
+        self.record_loss(loss)
         return self.config.weight * loss
 
     # -- state ----------------------------------------------------------------------------------------------------

@@ -239,7 +239,6 @@ class Replay(Regularizer):
         super().__init__(config, **kwargs)
         c = self.config
         self.memory = ReplayMemory(c.budget, c.selection, c.seed)
-        self.last_loss: float | None = None
 
     def end_task(self, model, dataset, *, source: str = "task", **kwargs) -> None:  # noqa: ARG002
         self.memory.add_dataset(dataset, source)
@@ -275,7 +274,7 @@ class Replay(Regularizer):
         batch = step.prepare(step.collate([dict(self.memory.examples[i]) for i in idx]))
         out = step.unwrap(model)(**batch)
         loss = out["loss"] if isinstance(out, dict) or hasattr(out, "keys") else out[0]
-        self.last_loss = float(loss.detach())
+        self.record_loss(loss)
         return self.config.weight * loss
 
     def state_dict(self):
