@@ -182,9 +182,10 @@ def main(argv=None) -> int:
         "toolkit": {"train_s_incl_evals": round(tk_s, 1), "steps": steps, "dev_accuracy": final,
                     "reached_target": reached, "eval_log": log},
         "ratio": ratio, "target": TARGET, "target_met": reached and ratio <= TARGET})
-    runs = [("plain Trainer, full fine-tuning, 1 epoch (fp32: sets the target)", base_s, -(-args.n // BATCH), target)]
+    epoch_steps = -(-args.n // BATCH)
+    runs = [("plain Trainer, full fine-tuning, 1 epoch (fp32: sets the target)", base_s, epoch_steps, target)]
     if args.bf16:
-        runs.append(("plain Trainer, the same epoch in bf16", bf_s, -(-args.n // BATCH), bf_acc))
+        runs.append(("plain Trainer, the same epoch in bf16", bf_s, epoch_steps, bf_acc))
     runs.append(("tl_hf fast recipe, stopped at the target", tk_s, steps, final))
     like = f" Against the plain Trainer in bf16 too: {tk_s / bf_s:.2f}." if args.bf16 else ""
     md = (f"## Time to accuracy on SST-2{' in bf16' if args.bf16 else ''} (`benchmarks/time_to_accuracy.py"
